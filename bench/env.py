@@ -1,0 +1,71 @@
+"""The environment that produced a row: hardware, driver and library versions, git sha."""
+from __future__ import annotations
+
+import functools
+import importlib.metadata as md
+import platform
+import socket
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+def _version(pkg: str) -> str:
+    try:
+        return md.version(pkg)
+    except md.PackageNotFoundError:
+        return ""
+
+
+def _git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("-dirty" if sha and dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _driver() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return ""
+
+
+@functools.lru_cache(maxsize=None)
+def environment(device: str) -> dict:
+    cuda = device == "cuda" and torch.cuda.is_available()
+    return {
+        "gpu": torch.cuda.get_device_name() if cuda else "",
+        "driver": _driver() if cuda else "",
+        "cuda": (torch.version.cuda or "") if cuda else "",
+        "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
+        "torch": torch.__version__,
+        "transformers": _version("transformers"),
+        "quanto": _version("optimum-quanto"),
+        "flash_attn": _version("flash-attn") or _version("flash_attn"),
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "git_sha": _git_sha(),
+    }
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from .config import ConfigError
+        raise ConfigError("device=cuda but torch sees no CUDA GPU; use device=cpu or device=auto")
+    return device
+
+
+def report() -> str:
+    """`python -m bench env`: what a row's environment columns would say here."""
+    dev = resolve_device("auto")
+    return "\n".join(f"{k}: {v}" for k, v in {"device": dev, **environment(dev)}.items())

@@ -1,0 +1,215 @@
+"""Timing and memory of generate() calls, done so the numbers can be trusted.
+
+- The clock marks the call's start, every new token and the end. On CUDA the marks are CUDA
+  events on the stream; generate() already copies each new token to the host (a sync), so the
+  streamer adds no synchronisation of its own.
+- Exactly `new_tokens` are produced (min_new_tokens == max_new_tokens) and the count is checked.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+MIB = 1024 * 1024
+
+
+class ShortGeneration(RuntimeError):
+    pass
+
+
+class Clock:
+    """Timestamps in ms. CUDA events on GPU (read after one final synchronize), host clock on CPU."""
+
+    def __init__(self, device: str):
+        self.cuda = device == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.marks.append(ev)
+        else:
+            self.marks.append(time.perf_counter())
+
+    def elapsed_ms(self) -> list[float]:
+        """Milliseconds of every mark after the first, relative to the first."""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [self.marks[0].elapsed_time(m) for m in self.marks[1:]]
+        return [(m - self.marks[0]) * 1e3 for m in self.marks[1:]]
+
+
+class TokenMarks:
+    """A generate() streamer that only marks the clock when each new token arrives.
+
+    generate() calls put() once with the prompt, then once per new token."""
+
+    def __init__(self, clock: Clock):
+        self.clock, self.calls = clock, 0
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls > 1:  # the first put is the prompt
+            self.clock.mark()
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class Timing:
+    e2e_ms: float
+    ttft_ms: float
+    step_ms: list[float]       # duration of each decode step (len new_tokens - 1)
+    produced: int              # new tokens per sequence actually generated
+
+    @property
+    def tpot_ms(self) -> float:
+        return (self.e2e_ms - self.ttft_ms) / max(len(self.step_ms), 1)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_generate(model, input_ids, new_tokens: int, kwargs: dict, device: str) -> tuple[Timing, object]:
+    """One generate() call, timed. Returns the timing and generate's output."""
+    clock = Clock(device)
+    marks = TokenMarks(clock)
+    sync(device)
+    clock.mark()
+    out = model.generate(
+        input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens, do_sample=False, streamer=marks, return_dict_in_generate=True,
+        pad_token_id=model.generation_config.eos_token_id or 0, **kwargs)
+    clock.mark()
+    t = clock.elapsed_ms()  # [token 1, token 2, ..., token n, end]
+    produced = out.sequences.shape[1] - input_ids.shape[1]
+    if produced != new_tokens or len(t) != new_tokens + 1:
+        raise ShortGeneration(f"asked for {new_tokens} new tokens, generate produced {produced}")
+    tokens = t[:-1]
+    return Timing(e2e_ms=t[-1], ttft_ms=tokens[0], step_ms=list(np.diff(tokens)), produced=produced), out
+
+
+PAGED_BLOCK_SIZE = 32
+
+
+def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device: str) -> tuple[Timing, object]:
+    """The paged path: continuous batching via generate_batch, timed from its per-token timestamps.
+
+    Continuous batching ignores min_new_tokens, so EOS is disabled (eos_token_id=-1) to force the
+    length. The block pool is sized to this workload (transformers' default takes ~90% of free memory)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    batch, prompt_len = input_ids.shape
+    blocks_per_seq = -(-(prompt_len + new_tokens) // PAGED_BLOCK_SIZE)
+    cb_cfg = ContinuousBatchingConfig(block_size=PAGED_BLOCK_SIZE, num_blocks=batch * blocks_per_seq,
+                                      max_batch_tokens=batch * prompt_len)
+    gen_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    inputs = input_ids.tolist()
+    sync(device)
+    t0 = time.perf_counter()
+    out = model.generate_batch(inputs=inputs, generation_config=gen_cfg, continuous_batching_config=cb_cfg,
+                               record_timestamps=True, persistent_manager=True, warmup=False)
+    sync(device)
+    e2e = (time.perf_counter() - t0) * 1e3
+    results = list(out.values())
+    produced = min(len(r.generated_tokens) for r in results)
+    if produced != new_tokens or len(results) != batch:
+        raise ShortGeneration(f"asked for {batch} x {new_tokens} new tokens, continuous batching produced "
+                              f"{len(results)} x {produced}")
+    # Per position: the slowest sequence of the batch decides when that token is out for all.
+    stamps = np.array([r.timestamps[:new_tokens] for r in results]).max(axis=0)
+    tokens = (stamps - t0) * 1e3
+    return Timing(e2e_ms=e2e, ttft_ms=float(tokens[0]), step_ms=list(np.diff(tokens)), produced=produced), out
+
+
+def pct(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), q))
+
+
+def summarise(timings: list[Timing], batch: int) -> dict:
+    """Median and p10/p90 over repeats; per-step medians by position."""
+    e2e = [t.e2e_ms for t in timings]
+    ttft = [t.ttft_ms for t in timings]
+    tpot = [t.tpot_ms for t in timings]
+    n = timings[0].produced
+    out = {}
+    for name, vals in (("e2e", e2e), ("ttft", ttft), ("tpot", tpot)):
+        out[f"{name}_ms"] = pct(vals, 50)
+        out[f"{name}_p10_ms"] = pct(vals, 10)
+        out[f"{name}_p90_ms"] = pct(vals, 90)
+    decode = [(t.e2e_ms - t.ttft_ms) for t in timings]
+    out["decode_tok_s"] = batch * (n - 1) / (pct(decode, 50) / 1e3)
+    out["e2e_tok_s"] = batch * n / (out["e2e_ms"] / 1e3)
+    out["step_ms"] = [round(v, 4) for v in np.median(np.array([t.step_ms for t in timings]), axis=0).tolist()]
+    return out
+
+
+# ---- memory ----
+
+def model_bytes(model) -> int:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:  # tied embeddings count once
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    return total
+
+
+def reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def peak_bytes(device: str) -> tuple[int, Optional[int]]:
+    """(peak, reserved) since reset_peak: CUDA allocator figures, or the process peak RSS."""
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    try:
+        m = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
+        return int(m.group(1)) * 1024, None
+    except (OSError, AttributeError):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
+
+
+# ---- what ran ----
+
+SDPA_OPS = {
+    "_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_scaled_dot_product_attention_math": "math",
+    "_scaled_dot_product_fused_attention_overrideable": "overrideable",
+}
+
+
+def sdpa_backends_seen(run: Callable[[], object]) -> str:
+    """Run `run` under the profiler and name the SDPA kernels PyTorch dispatched to."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    seen = set()
+    for ev in prof.events():
+        name = ev.name.removeprefix("aten::")
+        if name in SDPA_OPS:
+            seen.add(SDPA_OPS[name])
+    return ",".join(sorted(seen))

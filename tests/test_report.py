@@ -1,0 +1,132 @@
+"""bench.report from a synthetic store: file names, markdown content, reproducibility, no torch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from bench import report
+from bench.record import Record
+from bench.store import RunFile
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU = dict(model="tiny-gpt2", weights="real", device="cuda", gpu="NVIDIA H100 80GB HBM3", dtype="float16",
+           batch=1, prompt_len=16, new_tokens=9, driver="550.54", torch="2.5.1", transformers="4.56.0",
+           cuda="12.4", cudnn="90100")
+CPU = dict(model="tiny-llama", weights="random", device="cpu", gpu="", dtype="float32",
+           batch=2, prompt_len=32, new_tokens=9, torch="2.5.1", transformers="4.56.0")
+SLUG_GPU = "tiny-gpt2_real_cuda_nvidia-h100-80gb-hbm3_float16_b1_p16_n9"
+SLUG_CPU = "tiny-llama_random_cpu_nogpu_float32_b2_p32_n9"
+
+
+def row(base, ts, sha="aaaa111", **kw) -> dict:
+    run_id = "run-old" if sha == "aaaa111" else "run-new"
+    figures = dict(attn="sdpa", sdpa_backend="auto", compile="auto", attn_used="sdpa", sdpa_backend_used="flash",
+                   compiled=False, ttft_ms=5.0, ttft_p10_ms=4.5, ttft_p90_ms=5.5, tpot_ms=1.0, tpot_p10_ms=0.9,
+                   tpot_p90_ms=1.1, e2e_ms=13.0, decode_tok_s=1000.0, cold_e2e_ms=900.0, weights_mib=10.0,
+                   kv_cache_mib=2.0, kv_theory_mib=2.0, peak_mem_mib=20.0, other_peak_mib=8.0,
+                   step_ms=[1.0] * 8, timestamp=ts, git_sha=sha, run_id=run_id)
+    return Record(**{**base, **figures, **kw}).as_row()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = tmp_path / "store"
+    old, new = RunFile(s, "run-old"), RunFile(s, "run-new")
+    old.append(row(GPU, "2024-01-01T00:00:00+00:00", cache="dynamic", tpot_ms=7.777, tpot_p10_ms=7.7, tpot_p90_ms=7.9))
+    new.append(row(GPU, "2024-02-01T00:00:00+00:00", sha="bbbb222", cache="dynamic",
+                   tpot_ms=3.333, tpot_p10_ms=3.2, tpot_p90_ms=3.5))
+    new.append(row(GPU, "2024-02-01T00:00:01+00:00", sha="bbbb222", cache="none", kv_cache_mib=0.0,
+                   kv_theory_mib=0.0, step_ms=[1.0 + 0.5 * i for i in range(8)]))
+    new.append(row(GPU, "2024-02-01T00:00:02+00:00", sha="bbbb222", cache="quantized", nbits=4,
+                   quant_backend="quanto", kv_cache_mib=0.6, kv_theory_mib=0.5))
+    new.append(Record(**GPU, run_id="run-new", cache="static", attn="flash_attention_2", status="unavailable",
+                      error="flash_attn is not installed", timestamp="2024-02-01T00:00:03+00:00").as_row())
+    new.append(row(CPU, "2024-02-01T00:00:04+00:00", sha="bbbb222", cache="dynamic", kv_cache_mib=4.1,
+                   kv_theory_mib=4.0))
+    return s
+
+
+@pytest.fixture
+def built(store, tmp_path):
+    paths = report.write_report(store, tmp_path / "out")
+    return paths, (tmp_path / "out" / "report.md").read_text()
+
+
+def test_files(built, tmp_path):
+    paths, _ = built
+    names = sorted(p.name for p in paths)
+    expected = sorted(["report.md"] + [f"{k}_{s}.png" for k in ("latency", "memory", "step_latency")
+                                       for s in (SLUG_GPU, SLUG_CPU)])
+    assert names == expected
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == expected
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths if p.suffix == ".png")
+
+
+def test_markdown_content(built):
+    _, md = built
+    lines = md.splitlines()
+    # the failed row, with its error, in the not-ok list
+    failed = [ln for ln in lines if "flash_attn is not installed" in ln]
+    assert failed and all("unavailable" in ln and "static" in ln for ln in failed)
+    assert "## Rows not ok" in md
+    # the newest of two runs of one cell, not the older one
+    assert "3.33 (3.20–3.50)" in md
+    assert "7.78" not in md and "7.70" not in md
+    assert "newest ok row (by timestamp)" in md and "1 older row(s) left out" in md
+    # KV mismatch flag names only the quantized row (+20%), not the 0/0 or the 2.5% rows
+    flags = [ln for ln in lines if ln.startswith("**KV cache differs")]
+    assert len(flags) == 1
+    assert "quantized int4 (quanto) / sdpa" in flags[0] and "+20%" in flags[0]
+    assert "dynamic" not in flags[0] and "none /" not in flags[0]
+    assert md.count("within 5% of theory") == 1  # the CPU setup
+    # images linked relatively, cold-call note, random-weights explanation, conditions
+    for k in ("latency", "memory", "step_latency"):
+        assert f"]({k}_{SLUG_GPU}.png)" in md
+    assert "cold_e2e_ms is the first warm-up call" in md
+    assert "RANDOM WEIGHTS" in md and "Random weights:" in md
+    assert md.count("Random weights:") == 1  # only for the random setup
+    assert "- gpu: NVIDIA H100 80GB HBM3" in md and "aaaa111 … bbbb222" in md
+
+
+def test_table_sorted_by_strategy(built):
+    _, md = built
+    gpu_section = md.split("## tiny-gpt2")[1].split("## ")[0]
+    labels = [ln.split("|")[1].strip() for ln in gpu_section.splitlines() if ln.startswith("| ") and "strategy" not in ln]
+    assert labels == sorted(labels) and len(labels) == 4
+
+
+def test_byte_identical(store, tmp_path):
+    a = report.write_report(store, tmp_path / "a")
+    with matplotlib.rc_context({"font.size": 20, "lines.linewidth": 5}):  # a user's rcParams must not leak in
+        b = report.write_report(store, tmp_path / "b")
+    assert [p.name for p in a] == [p.name for p in b]
+    for pa, pb in zip(a, b):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
+        assert b"matplotlib" not in pa.read_bytes(), f"{pa.name} carries a version stamp"
+
+
+def test_no_torch_import(store, tmp_path):
+    # Importable stand-ins: if report imports torch/transformers (even lazily, even guarded) they land in sys.modules.
+    fake = tmp_path / "fake"
+    for m in ("torch", "transformers"):
+        (fake / m).mkdir(parents=True)
+        (fake / m / "__init__.py").write_text("")
+    code = ("import sys, bench.report as r; r.write_report(sys.argv[1], sys.argv[2]); "
+            "bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    res = subprocess.run([sys.executable, "-c", code, str(store), str(tmp_path / "o")], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_cli(store, tmp_path, capsys):
+    assert report.main(["colour=red"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "colour" in err and "store=" in err and "out=" in err
+    assert report.main([f"store={store}", f"out={tmp_path / 'cli'}"]) == 0
+    assert (tmp_path / "cli" / "report.md").exists()
