@@ -70,6 +70,9 @@ def unavailable_reason(cfg: RunConfig, model, device: str) -> Optional[str]:
             return "attn=flash_attention_2 needs a CUDA GPU"
         if not _has_module("flash_attn"):
             return "attn=flash_attention_2 needs the flash-attn package, which is not installed"
+        if model.dtype not in (torch.float16, torch.bfloat16):
+            return (f"attn=flash_attention_2 runs in float16/bfloat16 only; this model loaded in "
+                    f"{str(model.dtype).removeprefix('torch.')} (add dtype=float16)")
     if attn == "flex_attention" and not getattr(model, "_supports_flex_attn", False):
         return f"{type(model).__name__} does not support attn=flex_attention in transformers"
     if attn == "sdpa" and cfg.attn.sdpa_backend in ("flash", "efficient", "cudnn") and device != "cuda":
@@ -88,6 +91,12 @@ def sdpa_context(cfg: RunConfig):
     pick = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
             "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[cfg.attn.sdpa_backend]
     return sdpa_kernel([pick])
+
+
+def attention_for(cfg: RunConfig) -> str:
+    # Continuous batching needs a paged kernel; left alone it swaps sdpa/eager for flash-attn when
+    # that is installed. Asking for paged|<attn> runs exactly the path requested.
+    return f"paged|{cfg.attn.name}" if cfg.cache.name == "paged" else cfg.attn.name
 
 
 def set_attention(model, attn: str) -> str:
