@@ -69,8 +69,8 @@ def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
         return 0.0
     if c == "paged":
         return None  # a block pool sized up front by transformers, not by the sequence
-    # generate feeds back every new token but the last; static caches allocate the full length up front.
-    tokens = cfg.prompt_len + cfg.new_tokens - (0 if c in ("static", "offloaded_static") else 1)
+    # generate feeds back every new token but the last, and sizes static caches to that same length.
+    tokens = cfg.prompt_len + cfg.new_tokens - 1
     if c == "quantized":
         qc = strategies.quant_cache_config(cfg.cache)
         return kvmath.kv_cache_bytes(config, tokens, cfg.batch, dtype=dtype, nbits=qc["nbits"],

@@ -1,13 +1,13 @@
-"""Does the harness slow generate() down? Compare its decode tokens/s with a bare timing loop.
+"""Does the harness's instrumentation slow generate() down? Harness timing vs a bare loop.
 
-The bare loop calls model.generate() with no streamer, no profiler and no spies, synchronises
-the device around each call and derives the decode rate as
-    batch * (n - 1) / (T(n new tokens) - T(1 new token))    (medians over repeats)
-which needs no per-token hooks. The harness's figure comes from bench.runner.run_cell on the same
-cell (same loaded model, prompt and lengths). Rounds alternate harness and bare loop so drift in
-clocks or thermals hits both. Exit 1 if they differ by more than --tolerance (default 3%).
+Alternates, call by call on the same loaded model, prompt and lengths:
+  - the harness's timed call (bench.measure.time_generate: token streamer + CUDA events), and
+  - a bare model.generate() with no streamer, synchronised around the call, for n and for 1 new
+    token; its decode rate is batch * (n - 1) / (T(n) - T(1)).
+Medians over --calls of each. Interleaving makes clock, thermal and allocator drift hit both.
+Exit 1 if the decode tokens/s differ by more than --tolerance (default 0.03).
 
-    python scripts/overhead_check.py model=gpt2 cache=dynamic new_tokens=128 [device=cuda]
+    python scripts/overhead_check.py model=gpt2 cache=dynamic [device=cuda] [--calls=15]
 """
 from __future__ import annotations
 
@@ -20,62 +20,54 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from bench import models, strategies
+from bench import measure, models, strategies
 from bench.cli import CONF_DIR
 from bench.config import RunConfig
-from bench.measure import sync
-from bench.runner import get_model, run_cell
+from bench.env import resolve_device
+from bench.runner import get_model
 
 
-def bare_seconds(model, ids, n: int, kw: dict, device: str) -> float:
-    sync(device)
+def bare_ms(model, ids, n: int, kw: dict, device: str) -> float:
+    measure.sync(device)
     t = time.perf_counter()
     model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
                    pad_token_id=model.generation_config.eos_token_id or 0, **kw)
-    sync(device)
-    return time.perf_counter() - t
+    measure.sync(device)
+    return (time.perf_counter() - t) * 1e3
 
 
 def main(argv: list[str]) -> int:
-    tol = 0.03
-    overrides = []
-    for a in argv:
-        if a.startswith("--tolerance="):
-            tol = float(a.split("=", 1)[1])
-        else:
-            overrides.append(a)
+    opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--")}
+    tol, calls = float(opts.get("--tolerance", 0.03)), int(opts.get("--calls", 15))
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg: RunConfig = OmegaConf.to_object(compose("config", overrides=overrides))
-    rounds = 3
-    harness, harness_e2e, bare_n, bare_1 = [], [], [], []
-    for r in range(rounds):
-        rec = run_cell(cfg, run_id="overhead-check")
-        if rec.status != "ok":
-            print(f"harness cell failed: {rec.status} {rec.error}")
-            return 2
-        harness.append(rec.decode_tok_s)
-        harness_e2e.append(rec.e2e_ms)
-        device = rec.device
-        model = get_model(cfg, device).model
-        strategies.set_attention(model, cfg.attn.name)
-        ids = models.prompt_ids(model.config.get_text_config().vocab_size, cfg.batch, cfg.prompt_len, cfg.seed).to(device)
-        with torch.inference_mode(), strategies.sdpa_context(cfg):
-            for _ in range(cfg.warmup):
-                bare_seconds(model, ids, cfg.new_tokens, strategies.generate_kwargs(cfg), device)
-                bare_seconds(model, ids, 1, strategies.generate_kwargs(cfg), device)
-            for _ in range(cfg.repeats):
-                bare_n.append(bare_seconds(model, ids, cfg.new_tokens, strategies.generate_kwargs(cfg), device))
-                bare_1.append(bare_seconds(model, ids, 1, strategies.generate_kwargs(cfg), device))
-    bare = cfg.batch * (cfg.new_tokens - 1) / (np.median(bare_n) - np.median(bare_1))
-    ours = float(np.median(harness))
-    diff = ours / bare - 1
+        cfg: RunConfig = OmegaConf.to_object(compose("config", overrides=[a for a in argv if not a.startswith("--")]))
+    device = resolve_device(cfg.device)
+    model = get_model(cfg, device).model
+    strategies.set_attention(model, strategies.attention_for(cfg))
+    ids = models.prompt_ids(model.config.get_text_config().vocab_size, cfg.batch, cfg.prompt_len, cfg.seed).to(device)
+    n = cfg.new_tokens
+    h_e2e, h_dec, b_n, b_1 = [], [], [], []
+    with torch.inference_mode(), strategies.sdpa_context(cfg):
+        for i in range(calls + 2):  # the first two rounds warm up every shape
+            t, _ = measure.time_generate(model, ids, n, strategies.generate_kwargs(cfg), device)
+            bn = bare_ms(model, ids, n, strategies.generate_kwargs(cfg), device)
+            b1 = bare_ms(model, ids, 1, strategies.generate_kwargs(cfg), device)
+            if i >= 2:
+                h_e2e.append(t.e2e_ms)
+                h_dec.append(t.e2e_ms - t.ttft_ms)
+                b_n.append(bn)
+                b_1.append(b1)
+    harness = cfg.batch * (n - 1) / (np.median(h_dec) / 1e3)
+    bare = cfg.batch * (n - 1) / ((np.median(b_n) - np.median(b_1)) / 1e3)
+    diff = harness / bare - 1
     result = {"model": cfg.model.name, "cache": cfg.cache.name, "attn": cfg.attn.name, "device": device,
-              "batch": cfg.batch, "prompt_len": cfg.prompt_len, "new_tokens": cfg.new_tokens,
-              "harness_decode_tok_s": ours, "harness_rounds": harness, "bare_decode_tok_s": float(bare),
-              "bare_e2e_ms": float(np.median(bare_n) * 1e3), "bare_ttft_proxy_ms": float(np.median(bare_1) * 1e3),
-              "harness_e2e_ms": float(np.median(harness_e2e)),
-              "e2e_relative_difference": float(np.median(harness_e2e) / (np.median(bare_n) * 1e3) - 1),
-              "relative_difference": float(diff), "tolerance": tol, "within_tolerance": bool(abs(diff) <= tol)}
+              "dtype": str(model.dtype), "batch": cfg.batch, "prompt_len": cfg.prompt_len, "new_tokens": n,
+              "calls": calls, "harness_decode_tok_s": float(harness), "bare_decode_tok_s": float(bare),
+              "decode_relative_difference": float(diff),
+              "harness_e2e_ms": float(np.median(h_e2e)), "bare_e2e_ms": float(np.median(b_n)),
+              "e2e_relative_difference": float(np.median(h_e2e) / np.median(b_n) - 1),
+              "bare_e2e_p10_p90_ms": [float(np.percentile(b_n, 10)), float(np.percentile(b_n, 90))],
+              "tolerance": tol, "within_tolerance": bool(abs(diff) <= tol)}
     print(json.dumps(result, indent=2))
     return 0 if abs(diff) <= tol else 1
 
