@@ -335,9 +335,16 @@ def format_plan(rows: Sequence[PlanRow], config=None, gpu_name: str | None = Non
             kind = "MQA" if kv_heads == 1 else "GQA"
             lines.append(f"{kind}: {kv_heads} KV heads for {heads} attention heads "
                          f"(cache {heads // kv_heads}x smaller than MHA)")
+        positions = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
+        if positions:
+            lines.append(f"architecture limit: {positions:,} positions per sequence (max tokens below is memory only)")
+    kv_col = f"KV @ {r0.seq_len} tok x {r0.batch}"
     tok_col = f"max tokens @ batch {r0.batch}"
     bat_col = f"max batch @ {r0.seq_len} tok"
-    lines.append(f"{'cache':<16}{'KiB/token':>12}{tok_col:>24}{bat_col:>22}")
+    w = max(len("cache"), *(len(r.label) for r in rows)) + 2
+    lines.append(f"{'cache':<{w}}{'KiB/token':>10}{kv_col:>22}{tok_col:>24}{bat_col:>22}")
     for r in rows:
-        lines.append(f"{r.label:<16}{r.kv_bytes_per_token / 1024:>12.1f}{r.max_tokens:>24,}{r.max_batch:>22,}")
+        held = r.kv_bytes_per_token * r.seq_len * r.batch
+        size = f"{held / gib:.2f} GiB" if held >= gib else f"{held / 2**20:.0f} MiB"
+        lines.append(f"{r.label:<{w}}{r.kv_bytes_per_token / 1024:>10.1f}{size:>22}{r.max_tokens:>24,}{r.max_batch:>22,}")
     return "\n".join(lines)
