@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import progress
 from .config import ConfigError, RunConfig, validate
-from .store import RunFile, check_writable
+from .isolation import Worker
+from .record import conditions
+from .store import RunFile, check_writable, files, read_rows
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 ConfigStore.instance().store(name="run_config", node=RunConfig)
@@ -23,6 +25,19 @@ log = logging.getLogger("bench")
 # One run id per process: every cell of a sweep lands in the same file of the store.
 RUN_ID = os.environ.get("KVBENCH_RUN_ID") or f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}"
 _run_files: dict = {}
+_worker = Worker()
+
+
+def _device(cfg: RunConfig) -> str:
+    if cfg.isolate:
+        return _worker.device(cfg)
+    from .env import resolve_device
+    return resolve_device(cfg.device)
+
+
+def _recorded(store: str) -> set:
+    """Cells the store already holds with a final answer (failures are tried again)."""
+    return {r.get("cell_id") for r in read_rows(files(store)) if r.get("status") in ("ok", "unavailable")}
 
 
 def describe(cfg: RunConfig) -> str:
@@ -35,21 +50,29 @@ def describe(cfg: RunConfig) -> str:
 def main(dcfg: DictConfig) -> None:
     cfg: RunConfig = OmegaConf.to_object(dcfg)
     try:
-        validate(cfg)
+        arch = cfg.model.arch  # the positions limit, checked before any model loads where the config says it
+        validate(cfg, arch.get("max_position_embeddings") or arch.get("n_positions"))
         check_writable(cfg.store)
     except (ConfigError, OSError) as e:
         progress.stop()
         raise SystemExit(f"error: {e}")
-    from .runner import run_cell  # torch loads only once the input is known to be good
-
     desc = describe(cfg)
     progress.running(desc)
-    rec = run_cell(cfg, RUN_ID)
+    if cfg.resume and conditions(cfg, _device(cfg)).cell_id in _recorded(cfg.store):
+        progress.console.log(f"{desc}: skipped, already in {cfg.store} (resume=true)")
+        progress.finished(desc, "skipped")
+        return
+    if cfg.isolate:
+        row = _worker.run(cfg, RUN_ID, cfg.cell_timeout_s)
+    else:
+        from .runner import run_cell  # torch loads only once the input is known to be good
+        row = run_cell(cfg, RUN_ID).as_row()
     run_file = _run_files.setdefault(cfg.store, RunFile(cfg.store, RUN_ID))
-    run_file.append(rec.as_row())
-    line = (f"{desc}: {rec.status}" + (f" ({rec.error})" if rec.error else "") +
-            (f" tpot={rec.tpot_ms:.2f} ms ttft={rec.ttft_ms:.1f} ms {rec.decode_tok_s:.0f} tok/s" if rec.status == "ok" else ""))
+    run_file.append(row)
+    line = (f"{desc}: {row['status']}" + (f" ({row['error']})" if row["error"] else "") +
+            (f" tpot={row['tpot_ms']:.2f} ms ttft={row['ttft_ms']:.1f} ms {row['decode_tok_s']:.0f} tok/s"
+             if row["status"] == "ok" else ""))
     progress.console.log(line)
-    progress.finished(desc, rec.status)
+    progress.finished(desc, row["status"])
     if not HydraConfig.get().mode.name == "MULTIRUN":
         progress.console.log(f"row written to {run_file.path}")

@@ -69,6 +69,25 @@ class RunConfig:
     compile: str = "auto"               # auto: what transformers does (compiles static caches on GPU); off
     seed: int = 0
     store: str = "results"
+    resume: bool = False                # skip cells the store already holds as ok/unavailable
+    isolate: bool = True                # run cells in a worker process: a crash costs one cell
+    cell_timeout_s: Optional[float] = None  # with isolate: kill a cell running longer than this
+
+
+# transformers' defaults, and the axes each backend accepts along with its nbits.
+QUANT_DEFAULT_AXIS = {"quanto": 0, "hqq": 1}
+
+
+def quant_cache_config(c: CacheConfig) -> dict:
+    axis = QUANT_DEFAULT_AXIS[c.backend]
+    return {
+        "backend": c.backend,
+        "nbits": c.nbits,
+        "axis_key": axis if c.axis_key is None else c.axis_key,
+        "axis_value": axis if c.axis_value is None else c.axis_value,
+        "q_group_size": c.q_group_size or 64,
+        "residual_length": 128 if c.residual_length is None else c.residual_length,
+    }
 
 
 def _one_of(name: str, value, allowed) -> None:

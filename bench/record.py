@@ -1,8 +1,12 @@
 """One results row: the conditions that made a measurement and its figures, units in the names."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
+
+from .config import RunConfig, quant_cache_config
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "unavailable", "oom", "error")
@@ -83,3 +87,29 @@ class Record:
 
 
 COLUMNS = [f.name for f in fields(Record)]
+
+
+def conditions(cfg: RunConfig, device: str) -> Record:
+    quant = cfg.cache.name == "quantized"
+    qc = quant_cache_config(cfg.cache) if quant else {}
+    r = Record(
+        model=cfg.model.name, device=device, cache=cfg.cache.name, attn=cfg.attn.name,
+        sdpa_backend=cfg.attn.sdpa_backend if cfg.attn.name == "sdpa" else "",
+        compile=cfg.compile, batch=cfg.batch, prompt_len=cfg.prompt_len, new_tokens=cfg.new_tokens,
+        warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
+        nbits=qc.get("nbits"), quant_backend=qc.get("backend"), residual_length=qc.get("residual_length"),
+        q_group_size=qc.get("q_group_size"), axis_key=qc.get("axis_key"), axis_value=qc.get("axis_value"),
+    )
+    r.weights = cfg.weights  # requested; replaced by what loaded (real/random) once the model is in
+    r.cell_id = cell_id(r, cfg.dtype)
+    return r
+
+
+CELL_KEYS = ("model", "weights", "device", "cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key",
+             "axis_value", "attn", "sdpa_backend", "compile", "batch", "prompt_len", "new_tokens", "seed")
+
+
+def cell_id(r: Record, dtype: str) -> str:
+    """Stable id of a cell's conditions (not of its environment): equal cells compare across runs."""
+    key = json.dumps({**{k: getattr(r, k) for k in CELL_KEYS}, "dtype": dtype}, sort_keys=True, default=str)
+    return hashlib.sha1(key.encode()).hexdigest()[:12]

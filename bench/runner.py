@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -13,9 +12,9 @@ import torch
 
 from . import kvmath, measure, models, strategies
 from .cachebytes import cache_payload
-from .config import RunConfig, validate
+from .config import RunConfig, quant_cache_config, validate
 from .env import environment, resolve_device
-from .record import Record
+from .record import Record, conditions
 
 log = logging.getLogger("bench")
 logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)  # per-call chatter of generate_batch
@@ -36,32 +35,6 @@ def get_model(cfg: RunConfig, device: str) -> models.Loaded:
     return _loaded[key]
 
 
-def conditions(cfg: RunConfig, device: str) -> Record:
-    quant = cfg.cache.name == "quantized"
-    qc = strategies.quant_cache_config(cfg.cache) if quant else {}
-    r = Record(
-        model=cfg.model.name, device=device, cache=cfg.cache.name, attn=cfg.attn.name,
-        sdpa_backend=cfg.attn.sdpa_backend if cfg.attn.name == "sdpa" else "",
-        compile=cfg.compile, batch=cfg.batch, prompt_len=cfg.prompt_len, new_tokens=cfg.new_tokens,
-        warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
-        nbits=qc.get("nbits"), quant_backend=qc.get("backend"), residual_length=qc.get("residual_length"),
-        q_group_size=qc.get("q_group_size"), axis_key=qc.get("axis_key"), axis_value=qc.get("axis_value"),
-    )
-    r.weights = cfg.weights  # requested; replaced by what loaded (real/random) once the model is in
-    r.cell_id = cell_id(r, cfg.dtype)
-    return r
-
-
-CELL_KEYS = ("model", "weights", "device", "cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key",
-             "axis_value", "attn", "sdpa_backend", "compile", "batch", "prompt_len", "new_tokens", "seed")
-
-
-def cell_id(r: Record, dtype: str) -> str:
-    """Stable id of a cell's conditions (not of its environment): equal cells compare across runs."""
-    key = json.dumps({**{k: getattr(r, k) for k in CELL_KEYS}, "dtype": dtype}, sort_keys=True, default=str)
-    return hashlib.sha1(key.encode()).hexdigest()[:12]
-
-
 def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
     """What kvmath predicts the cache holds after one generate() call of this cell."""
     c = cfg.cache.name
@@ -72,7 +45,7 @@ def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
     # generate feeds back every new token but the last, and sizes static caches to that same length.
     tokens = cfg.prompt_len + cfg.new_tokens - 1
     if c == "quantized":
-        qc = strategies.quant_cache_config(cfg.cache)
+        qc = quant_cache_config(cfg.cache)
         return kvmath.kv_cache_bytes(config, tokens, cfg.batch, dtype=dtype, nbits=qc["nbits"],
                                      q_group_size=qc["q_group_size"], residual_length=qc["residual_length"],
                                      backend=qc["backend"], prompt_len=cfg.prompt_len)

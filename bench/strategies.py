@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .config import CacheConfig, RunConfig
+from .config import RunConfig, quant_cache_config
 
 # generate() kwargs per cache strategy (fresh dict per call: generate mutates cache_config).
 CACHE_KWARGS = {
@@ -24,21 +24,7 @@ CACHE_KWARGS = {
     "paged": lambda c: {"cache_implementation": "paged"},
 }
 
-# transformers' defaults, and the axes each backend accepts along with its nbits.
-QUANT_DEFAULT_AXIS = {"quanto": 0, "hqq": 1}
 QUANT_PACKAGE = {"quanto": "optimum.quanto", "hqq": "hqq"}
-
-
-def quant_cache_config(c: CacheConfig) -> dict:
-    axis = QUANT_DEFAULT_AXIS[c.backend]
-    return {
-        "backend": c.backend,
-        "nbits": c.nbits,
-        "axis_key": axis if c.axis_key is None else c.axis_key,
-        "axis_value": axis if c.axis_value is None else c.axis_value,
-        "q_group_size": c.q_group_size or 64,
-        "residual_length": 128 if c.residual_length is None else c.residual_length,
-    }
 
 
 def generate_kwargs(cfg: RunConfig) -> dict:
