@@ -3,6 +3,7 @@ PY     ?= python3
 VENV   ?= .venv
 MODEL  ?= gpt2
 SWEEP  ?= default
+STORE  ?= results
 ARGS   ?=
 BIN    := $(VENV)/bin
 
@@ -18,11 +19,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 bench: setup
-	$(BIN)/python -m bench run sweep=$(SWEEP) model=$(MODEL) $(ARGS)
-	$(BIN)/python -m bench report
+	$(BIN)/python -m bench run sweep=$(SWEEP) model=$(MODEL) store=$(STORE) $(ARGS)
+	$(BIN)/python -m bench report store=$(STORE)
 
 report: setup
-	$(BIN)/python -m bench report
+	$(BIN)/python -m bench report store=$(STORE)
 
 test: setup
 	$(BIN)/python -m pytest -q tests

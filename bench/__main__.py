@@ -6,6 +6,7 @@ import sys
 USAGE = """usage: python -m bench COMMAND [key=value ...]
   run     measure one cell, or a sweep with -m / sweep=default   (Hydra overrides)
   report  write plots/ and plots/report.md from the store          [store=results out=plots]
+  compare BASE HEAD: what changed beyond noise between two result sets   [out=plots]
   plan    KV memory and capacity for an architecture on a GPU      model=NAME gpu=NAME|GiB [cache=... nbits=...]
   env     print the environment columns a row would carry here"""
 
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> int:
     if cmd == "report":
         from . import report
         return report.main(rest)
+    if cmd == "compare":
+        from . import compare
+        return compare.main(rest)
     if cmd == "plan":
         from . import plan
         return plan.main(rest)
@@ -52,7 +56,7 @@ def main(argv: list[str]) -> int:
         from . import env
         print(env.report())
         return 0
-    print(f"error: unknown command {cmd!r}; allowed: run, report, plan, env", file=sys.stderr)
+    print(f"error: unknown command {cmd!r}; allowed: run, report, compare, plan, env", file=sys.stderr)
     return 2
 
 

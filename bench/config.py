@@ -69,6 +69,7 @@ class RunConfig:
     compile: str = "auto"               # auto: what transformers does (compiles static caches on GPU); off
     seed: int = 0
     store: str = "results"
+    quality: str = "auto"               # auto: ppl + greedy agreement when weights are real; on; off
     resume: bool = False                # skip cells the store already holds as ok/unavailable
     isolate: bool = True                # run cells in a worker process: a crash costs one cell
     cell_timeout_s: Optional[float] = None  # with isolate: kill a cell running longer than this
@@ -109,6 +110,7 @@ def validate(cfg: RunConfig, max_positions: Optional[int] = None) -> None:
     _one_of("dtype", cfg.dtype, DTYPES)
     _one_of("model.dtype", cfg.model.dtype, DTYPES)
     _one_of("weights", cfg.weights, WEIGHTS)
+    _one_of("quality", cfg.quality, ("auto", "on", "off"))
     if cfg.cache.name == "quantized":
         _one_of("quant_backend", cfg.cache.backend, QUANT_BACKENDS)
         _one_of("nbits", cfg.cache.nbits, NBITS)

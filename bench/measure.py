@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass, field
@@ -187,6 +188,22 @@ def peak_bytes(device: str) -> tuple[int, Optional[int]]:
     except (OSError, AttributeError):
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
+
+
+@functools.lru_cache(maxsize=None)
+def copy_bandwidth_gb_s(device: str) -> float:
+    """Device memory bandwidth from a large copy (bytes read + written per second), median of 10."""
+    n = (1 << 30) if device == "cuda" else (1 << 28)
+    src = torch.empty(n, dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(12):
+        sync(device)
+        t = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n / float(np.median(times[2:])) / 1e9
 
 
 # ---- what ran ----

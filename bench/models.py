@@ -28,6 +28,7 @@ class Loaded:
     source: str          # where the weights (or the shapes) came from
     weights: str         # real | random
     dtype: str
+    tokenizer: object = None  # loaded on first use (quality figures)
 
 
 def arch_config(mc: ModelConfig):
@@ -71,6 +72,23 @@ def _gguf_path(spec: str) -> Path:
     return path
 
 
+def _gguf_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    path = _gguf_path(spec)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def load_tokenizer(mc: ModelConfig):
+    """The tokenizer of a real-weights model (quality figures need real text)."""
+    from transformers import AutoTokenizer
+
+    if mc.gguf:
+        cached = CACHE_DIR / mc.name
+        return AutoTokenizer.from_pretrained(cached) if (cached / "tokenizer_config.json").exists() else _gguf_tokenizer(mc.gguf)
+    return AutoTokenizer.from_pretrained(mc.hub_id, local_files_only=not Path(mc.hub_id).is_dir() and not _hub_reachable())
+
+
 def _torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
@@ -86,8 +104,13 @@ def _load_real(mc: ModelConfig, dtype: str):
         path = _gguf_path(mc.gguf)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype))
         try:
+            # The GGUF tensors are dequantized on load; saved as plain safetensors they reload in ~1 s.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
             model.save_pretrained(cached)
-        except OSError as e:
+            _gguf_tokenizer(mc.gguf).save_pretrained(cached)
+        except (OSError, ValueError) as e:
             log.warning("could not cache converted weights in %s: %s", cached, e)
         return model, f"gguf {mc.gguf}"
     if not mc.hub_id:

@@ -67,6 +67,16 @@ class Record:
     peak_mem_mib: Optional[float] = None       # CUDA: max_memory_allocated; CPU: process peak RSS (VmHWM)
     peak_reserved_mib: Optional[float] = None  # CUDA: max_memory_reserved (allocator cache included)
     other_peak_mib: Optional[float] = None     # peak_mem_mib - weights_mib - kv_cache_mib (activations, workspace, ...)
+    # --- bandwidth floor (kvmath) ---
+    bandwidth_gb_s: Optional[float] = None     # device copy bandwidth measured once per process (bytes read + written)
+    bandwidth_floor_ms: Optional[float] = None # (weights + KV at the mean decode length) / bandwidth: a step's floor
+    mbu: Optional[float] = None                # bandwidth_floor_ms / tpot_ms (memory-bandwidth utilisation)
+    # --- quality (real weights only; empty for random weights) ---
+    ppl: Optional[float] = None                # perplexity of the shipped text, decoded token by token through the cache
+    ppl_delta: Optional[float] = None          # ppl - ppl of the dynamic (full-precision) cache, same attention
+    agreement: Optional[float] = None          # share of greedy tokens identical to the dynamic cache's
+    first_divergence: Optional[int] = None     # earliest differing position (= quality new tokens if none)
+    quality_tokens: Optional[int] = None       # tokens scored for ppl
     # --- environment ---
     gpu: str = ""
     driver: str = ""

@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from . import kvmath, measure, models, strategies
+from . import kvmath, measure, models, quality, strategies
 from .cachebytes import cache_payload
 from .config import RunConfig, quant_cache_config, validate
 from .env import environment, resolve_device
@@ -35,15 +35,15 @@ def get_model(cfg: RunConfig, device: str) -> models.Loaded:
     return _loaded[key]
 
 
-def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
-    """What kvmath predicts the cache holds after one generate() call of this cell."""
+def kv_theory_bytes(cfg: RunConfig, config, dtype: str, tokens: Optional[int] = None) -> Optional[float]:
+    """What kvmath predicts the cache holds after one generate() call of this cell (or at `tokens`)."""
     c = cfg.cache.name
     if c == "none":
         return 0.0
-    if c == "paged":
-        return None  # a block pool sized up front by transformers, not by the sequence
+    if c == "paged" and tokens is None:
+        return None  # a block pool sized up front, not by the sequence
     # generate feeds back every new token but the last, and sizes static caches to that same length.
-    tokens = cfg.prompt_len + cfg.new_tokens - 1
+    tokens = cfg.prompt_len + cfg.new_tokens - 1 if tokens is None else tokens
     if c == "quantized":
         qc = quant_cache_config(cfg.cache)
         return kvmath.kv_cache_bytes(config, tokens, cfg.batch, dtype=dtype, nbits=qc["nbits"],
@@ -55,6 +55,26 @@ def kv_theory_bytes(cfg: RunConfig, config, dtype: str) -> Optional[float]:
 def _paged_cache(model):
     manager = getattr(model, "_cached_continuous_batching_manager", None)
     return getattr(getattr(manager, "batch_processor", None), "cache", None) if manager else None
+
+
+def _quality(rec: Record, cfg: RunConfig, loaded: models.Loaded) -> None:
+    """Fill the quality columns; a failure here is noted but keeps the cell's timings."""
+    if loaded.weights != "real":
+        rec.error = "quality=on skipped: random weights have no meaningful quality"
+        return
+    try:
+        if loaded.tokenizer is None:
+            loaded.tokenizer = models.load_tokenizer(cfg.model)
+        with strategies.sdpa_context(cfg):
+            figures = quality.measure(loaded.model, loaded.tokenizer, cfg,
+                                      lambda: strategies.generate_kwargs(cfg),
+                                      lambda: {"cache_implementation": "dynamic"})
+        for k, v in figures.items():
+            setattr(rec, k, v)
+    except quality.NotApplicable as e:
+        rec.error = f"quality: {e}"
+    except Exception as e:  # noqa: BLE001
+        rec.error = f"quality failed: {_classify(e)[1]}"
 
 
 def _spy(obj, name: str) -> list:
@@ -148,6 +168,14 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         rec.peak_mem_mib = peak / MIB
         rec.peak_reserved_mib = reserved / MIB if reserved is not None else None
         rec.other_peak_mib = rec.peak_mem_mib - rec.weights_mib - (rec.kv_cache_mib - (rec.kv_host_mib or 0))
+        # A decode step must read every weight and the cache at its current length: the mean length's
+        # bytes over the measured copy bandwidth is the step's floor.
+        rec.bandwidth_gb_s = measure.copy_bandwidth_gb_s(device)
+        kv_mean = kv_theory_bytes(cfg, model.config, loaded.dtype, tokens=cfg.prompt_len + cfg.new_tokens // 2)
+        rec.bandwidth_floor_ms = kvmath.bandwidth_floor_ms(measure.model_bytes(model), kv_mean or 0.0, rec.bandwidth_gb_s)
+        rec.mbu = rec.bandwidth_floor_ms / rec.tpot_ms
+        if cfg.quality == "on" or (cfg.quality == "auto" and loaded.weights == "real"):
+            _quality(rec, cfg, loaded)
     except Exception as e:  # noqa: BLE001 - a failing cell must never lose the others
         rec.status, rec.error = _classify(e)
         log.debug("cell failed", exc_info=True)

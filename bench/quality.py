@@ -1,0 +1,122 @@
+"""Output quality under a cache strategy, against the full-precision dynamic cache (real weights only).
+
+- Perplexity through the cache: a fixed English text (bench/data/quality_text.txt, public-domain
+  passages) is prefilled for PPL_PREFIX tokens, then fed one token at a time through the cache, as
+  generation uses it; the perplexity is over the tokens predicted in those decode steps. A quantized
+  cache only shows its error there (the prefill attends in full precision), and the text is long
+  enough that most of it leaves the full-precision residual window.
+- Greedy agreement: AGREE_PROMPTS real prompts from the same text, AGREE_NEW_TOKENS greedy tokens
+  each (length forced), compared position by position with the dynamic cache's tokens. Agreement
+  drifts after the first differing token, which is why perplexity is reported beside it.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .config import RunConfig, quant_cache_config
+
+TEXT_PATH = Path(__file__).resolve().parent / "data" / "quality_text.txt"
+PPL_PREFIX = 32
+PPL_MAX_TOKENS = 640
+AGREE_PROMPTS = 4
+AGREE_PROMPT_LEN = 24
+AGREE_NEW_TOKENS = 64
+
+
+class NotApplicable(Exception):
+    pass
+
+
+def text_ids(tokenizer) -> torch.Tensor:
+    ids = tokenizer(TEXT_PATH.read_text(), return_tensors="pt").input_ids[:, :PPL_MAX_TOKENS]
+    return ids
+
+
+def build_cache(cfg: RunConfig, model, max_len: int):
+    from transformers import DynamicCache, QuantizedCache, StaticCache
+
+    c, config = cfg.cache.name, model.config
+    if c == "none":
+        return None
+    if c in ("dynamic", "offloaded"):
+        return DynamicCache(config=config, offloading=c == "offloaded")
+    if c in ("static", "offloaded_static"):
+        return StaticCache(config=config, max_cache_len=max_len, offloading=c == "offloaded_static")
+    if c == "quantized":
+        return QuantizedCache(config=config, **quant_cache_config(cfg.cache))
+    raise NotApplicable(f"cache={c} runs through continuous batching; quality is measured for generate() caches")
+
+
+@torch.inference_mode()
+def perplexity(model, ids: torch.Tensor, cfg: RunConfig) -> float:
+    """exp(mean NLL) of ids[PPL_PREFIX:] predicted one decode step at a time through the cache."""
+    device = model.device
+    ids = ids.to(device)
+    T = ids.shape[1]
+    cache = build_cache(cfg, model, T)
+    if cache is None:  # no cache: every step recomputes the whole prefix, i.e. one full forward
+        logits = model(ids).logits[0, PPL_PREFIX - 1:T - 1]
+    else:
+        out = model(ids[:, :PPL_PREFIX], past_key_values=cache, use_cache=True,
+                    cache_position=torch.arange(PPL_PREFIX, device=device))
+        steps = [out.logits[0, -1]]
+        for t in range(PPL_PREFIX, T - 1):
+            out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True,
+                        cache_position=torch.tensor([t], device=device))
+            steps.append(out.logits[0, -1])
+        logits = torch.stack(steps)
+    nll = torch.nn.functional.cross_entropy(logits.float(), ids[0, PPL_PREFIX:T])
+    return math.exp(nll.item())
+
+
+def agreement_prompts(ids: torch.Tensor) -> list[torch.Tensor]:
+    stride = (ids.shape[1] - AGREE_PROMPT_LEN) // AGREE_PROMPTS
+    return [ids[:, i * stride:i * stride + AGREE_PROMPT_LEN] for i in range(AGREE_PROMPTS)]
+
+
+@torch.inference_mode()
+def greedy_tokens(model, prompts: list[torch.Tensor], kwargs_fn) -> list[list[int]]:
+    outs = []
+    for p in prompts:
+        p = p.to(model.device)
+        out = model.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=AGREE_NEW_TOKENS,
+                             min_new_tokens=AGREE_NEW_TOKENS, do_sample=False,
+                             pad_token_id=model.generation_config.eos_token_id or 0, **kwargs_fn())
+        outs.append(out[0, p.shape[1]:].tolist())
+    return outs
+
+
+def agreement(tokens: list[list[int]], baseline: list[list[int]]) -> tuple[float, int]:
+    """(share of identical tokens at equal positions, earliest position where any prompt differs;
+    AGREE_NEW_TOKENS when none does)."""
+    same = total = 0
+    first = AGREE_NEW_TOKENS
+    for a, b in zip(tokens, baseline):
+        eq = [x == y for x, y in zip(a, b)]
+        same, total = same + sum(eq), total + len(eq)
+        if not all(eq):
+            first = min(first, eq.index(False))
+    return same / total, first
+
+
+_baselines: dict = {}
+
+
+def measure(model, tokenizer, cfg: RunConfig, kwargs_fn, baseline_kwargs_fn) -> dict:
+    """ppl, ppl_delta, agreement, first_divergence for this cell (baseline: dynamic cache, same attention)."""
+    ids = text_ids(tokenizer)
+    prompts = agreement_prompts(ids)
+    key = (id(model), cfg.attn.name, cfg.attn.sdpa_backend)
+    if key not in _baselines:
+        base_cfg = RunConfig(model=cfg.model, attn=cfg.attn)
+        base_cfg.cache.name = "dynamic"
+        _baselines[key] = (perplexity(model, ids, base_cfg), greedy_tokens(model, prompts, baseline_kwargs_fn))
+    base_ppl, base_tokens = _baselines[key]
+    ppl = perplexity(model, ids, cfg)
+    agree, first = agreement(greedy_tokens(model, prompts, kwargs_fn), base_tokens)
+    return {"ppl": ppl, "ppl_delta": ppl - base_ppl, "agreement": agree, "first_divergence": first,
+            "quality_tokens": ids.shape[1] - PPL_PREFIX}

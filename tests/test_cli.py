@@ -1,0 +1,132 @@
+"""The real command line, in a subprocess: `python -m bench run|env|...` from the repo root."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import transformers
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["model=tiny-gpt2", "prompt_len=8", "new_tokens=4", "repeats=1", "warmup=1", "device=cpu"]
+
+
+def bench(args, env, tmp_path, timeout=240) -> subprocess.CompletedProcess:
+    # Hydra's own output dirs go to tmp, not outputs/ and multirun/ in the repo
+    hydra_dirs = [f"hydra.run.dir={tmp_path}/hydra", f"hydra.sweep.dir={tmp_path}/hydra-multi"] if args[:1] == ["run"] else []
+    return subprocess.run([sys.executable, "-m", "bench", *args, *hydra_dirs], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def store_rows(store: Path) -> tuple[list[Path], list[dict]]:
+    files = sorted(store.glob("*.jsonl"))
+    rows = [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
+    return files, rows
+
+
+def test_single_cell(subprocess_env, tmp_path):
+    store = tmp_path / "store"
+    p = bench(["run", *SMALL, "cache=quantized", "nbits=4", f"store={store}"], subprocess_env, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    files, rows = store_rows(store)
+    assert len(files) == 1 and len(rows) == 1
+    r = rows[0]
+    assert (r["cache"], r["nbits"], r["quant_backend"]) == ("quantized", 4, "quanto")
+    assert (r["model"], r["prompt_len"], r["new_tokens"], r["repeats"]) == ("tiny-gpt2", 8, 4, 1)
+    assert r["status"] == "ok", r["error"]
+    assert len(r["step_ms"]) == 3
+    assert r["weights"] == "random" and r["device"] == "cpu"
+    assert r["transformers"] == transformers.__version__
+
+
+def test_multirun_writes_one_file(subprocess_env, tmp_path):
+    store = tmp_path / "store"
+    p = bench(["run", "-m", *SMALL, "cache=none,dynamic", f"store={store}"], subprocess_env, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    files, rows = store_rows(store)
+    assert len(files) == 1, files
+    assert sorted(r["cache"] for r in rows) == ["dynamic", "none"]
+    assert len({r["run_id"] for r in rows}) == 1
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+
+
+SWEEP = {  # (cache, nbits, quant_backend) -> status on a CPU
+    ("none", None, None): "ok",
+    ("dynamic", None, None): "ok",
+    ("static", None, None): "ok",
+    ("offloaded", None, None): "unavailable",
+    ("offloaded_static", None, None): "unavailable",
+    ("quantized", 4, "quanto"): "ok",
+    ("quantized", 2, "quanto"): "ok",
+    ("quantized", 4, "hqq"): "ok",
+    ("paged", None, None): "ok",
+}
+
+
+def test_default_sweep_on_cpu(subprocess_env, tmp_path):
+    store = tmp_path / "store"
+    t = time.time()
+    p = bench(["run", "sweep=default", *SMALL, "attn=sdpa", f"store={store}"], subprocess_env, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    files, rows = store_rows(store)
+    assert len(files) == 1
+    got = {(r["cache"], r["nbits"], r["quant_backend"]): r for r in rows}
+    assert len(rows) == len(got) == 9, "one row per cache"
+    assert {k: r["status"] for k, r in got.items()} == SWEEP, {k: r["error"] for k, r in got.items()}
+    assert all(r["attn"] == "sdpa" for r in rows)
+    for k, r in got.items():
+        if SWEEP[k] == "unavailable":
+            assert "device=cuda" in r["error"]
+    print(f"default sweep, 9 cells: {time.time() - t:.1f} s")
+
+
+@pytest.mark.parametrize("args, bad, allowed", [
+    (["model=tiny-gpt2", "cache=quantized", "nbits=3"], "nbits=3", ["2", "4"]),
+    (["model=tiny-gpt2", "prompt_len=0"], "prompt_len=0", ["positive integer"]),
+    (["model=gpt2", "prompt_len=1000", "new_tokens=100"], "1100", ["1024"]),
+    (["model=tiny-gpt2", "sdpa_backend=foo"], "sdpa_backend=foo", ["auto", "flash", "efficient", "cudnn", "math"]),
+    (["model=tiny-gpt2", "cache=nosuch"], "cache=nosuch", ["dynamic", "quantized_int2", "paged"]),
+    (["model=tiny-gpt2", "new_tokens=1"], "new_tokens=1", ["at least 2"]),
+    (["model=tiny-gpt2", "device=tpu"], "device=tpu", ["auto", "cpu", "cuda"]),
+])
+def test_bad_input_is_one_clear_line(subprocess_env, tmp_path, args, bad, allowed):
+    store = tmp_path / "store"
+    t = time.time()
+    p = bench(["run", *args, f"store={store}"], subprocess_env, tmp_path, timeout=60)
+    took = time.time() - t
+    assert p.returncode != 0
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, p.stderr[-3000:]
+    assert bad in errors[0]
+    for a in allowed:
+        assert a in errors[0], (a, errors[0])
+    assert "Traceback" not in p.stderr
+    assert not store.exists() or not list(store.glob("*.jsonl")), "a bad input must not write a row"
+    # caught before any model is built (gpt2 random weights would take much longer than this)
+    assert "RANDOM WEIGHTS" not in p.stderr
+    assert took < 30
+
+
+def test_env_prints_versions(subprocess_env, tmp_path):
+    import torch
+
+    p = bench(["env"], subprocess_env, tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    fields = dict(ln.split(": ", 1) for ln in p.stdout.splitlines() if ": " in ln)
+    assert fields["torch"] == torch.__version__
+    assert fields["transformers"] == transformers.__version__
+    assert fields["device"] in ("cpu", "cuda")
+
+
+def test_unknown_command_exits_2(subprocess_env, tmp_path):
+    p = bench(["nosuch"], subprocess_env, tmp_path, timeout=60)
+    assert p.returncode == 2
+    assert "nosuch" in p.stderr and "run" in p.stderr
+
+
+def test_help_exits_0(subprocess_env, tmp_path):
+    p = bench(["--help"], subprocess_env, tmp_path, timeout=60)
+    assert p.returncode == 0 and "usage" in p.stdout

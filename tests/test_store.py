@@ -1,0 +1,149 @@
+"""bench.store: one JSON-lines file per run, atomic appends, a tolerant loader."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pandas as pd
+import pytest
+
+from bench import store
+from bench.record import COLUMNS, SCHEMA_VERSION, Record
+from bench.store import RunFile
+
+REQUIRED = ["model", "weights", "dtype", "device", "cache", "nbits", "attn", "batch", "prompt_len", "new_tokens",
+            "status", "ttft_ms", "tpot_ms", "e2e_ms", "decode_tok_s", "peak_mem_mib", "kv_cache_mib"]
+
+
+def row(run_id="run-a", **kw) -> dict:
+    base = dict(model="tiny-gpt2", weights="random", dtype="float32", device="cpu", cache="dynamic", attn="sdpa",
+                batch=1, prompt_len=8, new_tokens=4, ttft_ms=5.0, tpot_ms=1.0, e2e_ms=8.0, decode_tok_s=1000.0,
+                peak_mem_mib=100.0, kv_cache_mib=0.01, step_ms=[1.0, 1.0, 1.0], run_id=run_id)
+    return Record(**{**base, **kw}).as_row()
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def test_append_keeps_earlier_rows(tmp_path):
+    rf = RunFile(tmp_path, "run-a")
+    for i in range(3):
+        rf.append(row(prompt_len=8 + i))
+        assert [r["prompt_len"] for r in lines(rf.path)] == list(range(8, 9 + i))
+    # a second RunFile for the same run id (resume) keeps what the first wrote
+    RunFile(tmp_path, "run-a").append(row(prompt_len=99))
+    assert [r["prompt_len"] for r in lines(rf.path)] == [8, 9, 10, 99]
+    assert rf.path.name == "run-a.jsonl"
+
+
+def test_append_is_atomic(tmp_path, monkeypatch):
+    """A failure mid-write leaves the file as it was: the new content goes to a temp file that
+    replaces the run file in one step, and the loader never reads the temp file."""
+    rf = RunFile(tmp_path, "run-a")
+    rf.append(row(prompt_len=8))
+    rf.append(row(prompt_len=9))
+    before = rf.path.read_bytes()
+    inode = rf.path.stat().st_ino
+
+    def crash(*a, **k):
+        raise OSError("disk vanished")
+
+    monkeypatch.setattr(store.os, "replace", crash)
+    with pytest.raises(OSError):
+        rf.append(row(prompt_len=10))
+    assert rf.path.read_bytes() == before
+    assert rf.path.stat().st_ino == inode
+    leftovers = [p for p in tmp_path.iterdir() if p != rf.path]
+    assert leftovers and all(p.name.startswith(".") for p in leftovers)  # the half-done write is hidden
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a temp file must not even be looked at
+        df = store.load(tmp_path)
+    assert sorted(df["prompt_len"]) == [8, 9]
+
+
+def test_append_replaces_never_writes_in_place(tmp_path, monkeypatch):
+    rf = RunFile(tmp_path, "run-a")
+    rf.append(row())
+    replaced = []
+    real = os.replace
+    monkeypatch.setattr(store.os, "replace", lambda src, dst: (replaced.append((src, dst)), real(src, dst)))
+    rf.append(row(cache="none"))
+    assert len(replaced) == 1
+    src, dst = map(str, replaced[0])
+    assert dst == str(rf.path) and os.path.dirname(src) == str(tmp_path) and src != dst
+
+
+def test_two_runs_one_store(tmp_path):
+    a, b = RunFile(tmp_path, "run-a"), RunFile(tmp_path, "run-b")
+    a.append(row("run-a", cache="dynamic"))
+    b.append(row("run-b", cache="static"))
+    a.append(row("run-a", cache="none"))
+    b.append(row("run-b", cache="quantized", nbits=4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-a.jsonl", "run-b.jsonl"]
+    df = store.load(tmp_path)
+    assert len(df) == 4
+    assert sorted(zip(df["run_id"], df["cache"])) == [("run-a", "dynamic"), ("run-a", "none"),
+                                                       ("run-b", "quantized"), ("run-b", "static")]
+    assert list(df.columns[:len(COLUMNS)]) == COLUMNS
+    # one file on its own loads only that run
+    assert set(store.load(a.path)["run_id"]) == {"run-a"}
+
+
+def test_truncated_line_and_foreign_file_are_skipped_with_warning(tmp_path):
+    rf = RunFile(tmp_path, "run-a")
+    rf.append(row(cache="dynamic"))
+    rf.append(row(cache="static"))
+    text = rf.path.read_text()
+    rf.path.write_text(text[: len(text) - 40])  # a crash mid-line (no trailing newline)
+    (tmp_path / "notes.jsonl").write_text('{"hello": "world"}\n[1, 2, 3]\nnot json at all\n')
+    with pytest.warns(UserWarning) as caught:
+        df = store.load(tmp_path)
+    assert list(df["cache"]) == ["dynamic"]
+    msgs = [str(w.message) for w in caught]
+    assert any("run-a.jsonl:2" in m for m in msgs)
+    assert sum("notes.jsonl" in m for m in msgs) == 3
+
+
+def test_newer_schema_is_skipped(tmp_path):
+    rf = RunFile(tmp_path, "run-a")
+    rf.append(row(cache="dynamic"))
+    rf.append({**row(cache="static"), "schema_version": SCHEMA_VERSION + 1})
+    with pytest.warns(UserWarning, match="newer"):
+        df = store.load(tmp_path)
+    assert list(df["cache"]) == ["dynamic"]
+
+
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_load_without_rows_has_the_columns(tmp_path, where):
+    d = tmp_path / where
+    if where == "empty":
+        d.mkdir()
+    df = store.load(d)
+    assert isinstance(df, pd.DataFrame) and len(df) == 0
+    assert set(REQUIRED) <= set(df.columns)
+    assert list(df.columns) == COLUMNS
+
+
+def test_nan_and_inf_become_null(tmp_path):
+    rf = RunFile(tmp_path, "run-a")
+    rf.append(row(ttft_ms=float("nan"), tpot_ms=float("inf"), e2e_ms=-float("inf"), kv_cache_mib=2.5))
+
+    def strict(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+
+    raw = json.loads(rf.path.read_text().strip(), parse_constant=strict)  # valid JSON for any reader
+    assert raw["ttft_ms"] is None and raw["tpot_ms"] is None and raw["e2e_ms"] is None
+    assert raw["kv_cache_mib"] == 2.5
+    df = store.load(tmp_path)
+    assert df["ttft_ms"].isna().all() and df["tpot_ms"].isna().all()
+    assert df["kv_cache_mib"].iloc[0] == 2.5
+
+
+def test_rows_round_trip(tmp_path):
+    r = row(cache="quantized", nbits=2, quant_backend="hqq", status="ok", step_ms=[1.5, 2.5, 3.5])
+    RunFile(tmp_path, "run-a").append(r)
+    got = store.load(tmp_path).iloc[0].to_dict()
+    for k in ("cache", "nbits", "quant_backend", "prompt_len", "status", "ttft_ms", "step_ms", "schema_version"):
+        assert got[k] == r[k], k
