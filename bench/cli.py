@@ -62,6 +62,8 @@ def main(dcfg: DictConfig) -> None:
         progress.console.log(f"{desc}: skipped, already in {cfg.store} (resume=true)")
         progress.finished(desc, "skipped")
         return
+    # joblib's workers are already separate processes (and cannot start children of their own)
+    cfg.isolate = cfg.isolate and "joblib" not in str(HydraConfig.get().launcher.get("_target_", ""))
     if cfg.isolate:
         row = _worker.run(cfg, RUN_ID, cfg.cell_timeout_s)
     else:

@@ -66,6 +66,7 @@ class RunConfig:
     warmup: int = 1
     repeats: int = 3
     device: str = "auto"
+    device_map: Optional[str] = None    # 'auto': accelerate spreads a too-large model over GPUs (real weights)
     compile: str = "auto"               # auto: what transformers does (compiles static caches on GPU); off
     seed: int = 0
     store: str = "results"

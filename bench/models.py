@@ -93,16 +93,18 @@ def _torch_dtype(name: str):
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def _load_real(mc: ModelConfig, dtype: str):
+def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
     from transformers import AutoModelForCausalLM
 
+    # device_map=auto: accelerate places layers over every GPU (and host memory if need be)
+    kw = {"dtype": _torch_dtype(dtype), **({"device_map": device_map} if device_map else {})}
     if mc.gguf:
         # Converting GGUF takes ~25 s; keep the converted safetensors and reuse them.
         cached = CACHE_DIR / mc.name
         if (cached / "config.json").exists():
-            return AutoModelForCausalLM.from_pretrained(cached, dtype=_torch_dtype(dtype)), f"gguf {mc.gguf}"
+            return AutoModelForCausalLM.from_pretrained(cached, **kw), f"gguf {mc.gguf}"
         path = _gguf_path(mc.gguf)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=_torch_dtype(dtype))
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kw)
         try:
             # The GGUF tensors are dequantized on load; saved as plain safetensors they reload in ~1 s.
             model.hf_quantizer = None
@@ -116,16 +118,17 @@ def _load_real(mc: ModelConfig, dtype: str):
     if not mc.hub_id:
         raise WeightsUnavailable("no hub_id, local directory or gguf given")
     if Path(mc.hub_id).is_dir():
-        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype)), mc.hub_id
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
     try:
-        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype), local_files_only=True), mc.hub_id
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, local_files_only=True, **kw), mc.hub_id
     except OSError:
         if not _hub_reachable():
             raise WeightsUnavailable(f"{mc.hub_id} is not in the local cache and the hub is unreachable") from None
-        return AutoModelForCausalLM.from_pretrained(mc.hub_id, dtype=_torch_dtype(dtype)), mc.hub_id
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
 
 
-def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto", seed: int = 0) -> Loaded:
+def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto", seed: int = 0,
+         device_map: Optional[str] = None) -> Loaded:
     """Load `mc` onto `device`. weights=auto falls back to random weights of the real shapes."""
     from transformers import AutoModelForCausalLM
 
@@ -133,8 +136,8 @@ def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto
     reason = ""
     if weights != "random":
         try:
-            model, source = _load_real(mc, dtype)
-            model = model.to(device).eval()
+            model, source = _load_real(mc, dtype, device_map)
+            model = (model if device_map else model.to(device)).eval()
             return Loaded(model, source, "real", str(model.dtype).removeprefix("torch."))
         except WeightsUnavailable as e:
             if weights == "real":

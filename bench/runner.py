@@ -25,13 +25,13 @@ _loaded: dict = {}
 
 
 def get_model(cfg: RunConfig, device: str) -> models.Loaded:
-    key = (json.dumps(asdict(cfg.model), sort_keys=True), device, cfg.dtype, cfg.weights, cfg.seed)
+    key = (json.dumps(asdict(cfg.model), sort_keys=True), device, cfg.dtype, cfg.weights, cfg.seed, cfg.device_map)
     if key not in _loaded:
         _loaded.clear()
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
-        _loaded[key] = models.load(cfg.model, device, cfg.dtype, cfg.weights, cfg.seed)
+        _loaded[key] = models.load(cfg.model, device, cfg.dtype, cfg.weights, cfg.seed, cfg.device_map)
     return _loaded[key]
 
 

@@ -26,7 +26,9 @@ class RunFile:
 
     def __init__(self, store: str | os.PathLike, run_id: str):
         self.dir = Path(store)
-        self.path = self.dir / f"{run_id}{SUFFIX}"
+        # A sweep's run id may be shared by several processes (joblib workers): each writes its own file.
+        owner = run_id.rsplit("-", 1)[-1] == str(os.getpid())
+        self.path = self.dir / (f"{run_id}{SUFFIX}" if owner else f"{run_id}-w{os.getpid()}{SUFFIX}")
         self._lines: list[str] = []
         if self.path.exists():  # resuming a run id keeps what it already wrote
             self._lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
