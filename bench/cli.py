@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import progress
 from .config import ConfigError, RunConfig, validate
+from .fit import check_fits
 from .isolation import Worker
 from .record import conditions
 from .store import RunFile, check_writable, files, read_rows
@@ -53,6 +54,7 @@ def main(dcfg: DictConfig) -> None:
         arch = cfg.model.arch  # the positions limit, checked before any model loads where the config says it
         validate(cfg, arch.get("max_position_embeddings") or arch.get("n_positions"))
         check_writable(cfg.store)
+        check_fits(cfg)
     except (ConfigError, OSError) as e:
         progress.stop()
         raise SystemExit(f"error: {e}")

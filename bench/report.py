@@ -15,7 +15,9 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 
 from .store import load
 
@@ -45,6 +47,16 @@ RC = {
 RANDOM_NOTE = ("Random weights: the real architecture and tensor shapes with randomly initialised parameters. "
                "Timings and memory are those of the real model; the generated text is meaningless, and since "
                "new_tokens is forced every row decodes the same length.")
+MBU_NOTE = ("MBU (memory-bandwidth utilisation) = bandwidth_floor_ms / tpot_ms: the bandwidth floor is the time a "
+            "decode step would take if it did nothing but read the weights and the KV cache (at the mean decode "
+            "length) once at the measured device copy bandwidth; 1 means the step runs at that floor. At small "
+            "batch and short context a model is bound by kernel launches and host overhead, not by memory "
+            "traffic, and sits far below 1.")
+QUALITY_NOTE = ("Quality against KV memory: x is the KV bytes a strategy saves against the full-precision dynamic "
+                "cache of this setup (from kv_cache_mib; 100% = no cache kept, negative = more than dynamic), y is "
+                "ppl_delta (perplexity through the cache minus the dynamic cache's, same attention; 0 = no loss) "
+                "and, in the second panel, greedy agreement with the dynamic cache's tokens; marker colour is "
+                "decode throughput. Points that coincide share one label, which gives each one's throughput.")
 COLD_NOTE = ("cold_e2e_ms is the first warm-up call: it includes compilation, plan building and allocator "
              "growth, and is kept apart from the timed repeats (ttft/tpot/e2e are medians of those).")
 
@@ -230,10 +242,167 @@ def plot_steps(rows: pd.DataFrame, title: str, prompt_len: int, path: Path) -> P
     return _save(fig, path)
 
 
+def _g(v) -> str:
+    """Short number for an annotation: three significant digits."""
+    x = _num(v)
+    return "–" if math.isnan(x) else f"{x:.3g}"
+
+
+def _bandwidth(rows: pd.DataFrame) -> str:
+    """The measured copy bandwidth of these rows, one figure or the range (measured once per process)."""
+    bw = sorted({round(x) for x in _col(rows, "bandwidth_gb_s") if not math.isnan(x)})
+    if not bw:
+        return "not measured"
+    return f"{bw[0]} GB/s" if len(bw) == 1 else f"{bw[0]}–{bw[-1]} GB/s (measured per process)"
+
+
+def plot_mbu(rows: pd.DataFrame, title: str, path: Path) -> Path:
+    fig, (ax,) = _figure(len(rows), 1, f"Memory-bandwidth utilisation (MBU): {title}\n"
+                         f"floor = (weights + KV at the mean decode length) / measured copy bandwidth "
+                         f"{_bandwidth(rows)}", width=12.0)
+    y = np.arange(len(rows))
+    mbu = _col(rows, "mbu")
+    hi = max(1.0, float(np.nanmax(mbu)))
+    ax.barh(y, np.nan_to_num(mbu), color="tab:purple")
+    ax.axvline(1.0, color="tab:red", linestyle="--", linewidth=1.2, label="at the bandwidth floor (MBU = 1)")
+    for yi, m, floor, tpot in zip(y, mbu, _col(rows, "bandwidth_floor_ms"), _col(rows, "tpot_ms")):
+        if math.isnan(m):
+            ax.annotate("no MBU", (0, yi), xytext=(3, 0), textcoords="offset points", va="center", color="gray")
+            continue
+        text = f"{m:.3f}: floor {_g(floor)} ms / measured {_g(tpot)} ms"
+        inside = m > 0.55 * hi  # long bars carry their text inside, so the axis can stop at max(1, max mbu)
+        ax.annotate(text, (m, yi), xytext=(-3 if inside else 3, 0), textcoords="offset points", va="center",
+                    ha="right" if inside else "left", color="white" if inside else "black", fontsize=8)
+    ax.set_xlim(0, hi)
+    ax.set_yticks(y, list(rows["strategy"]))
+    ax.invert_yaxis()
+    ax.set_xlabel("MBU = bandwidth floor / measured time per output token (TPOT)")
+    ax.set_ylabel("strategy")
+    fig.legend(loc="outside lower center", fontsize=8)
+    return _save(fig, path)
+
+
+def _kv_baseline(ok: pd.DataFrame, r) -> float:
+    """kv_cache_mib of the dynamic cache this row is measured against: same attention path where there is one."""
+    best, best_score = math.nan, -1
+    for _, d in ok[ok["cache"] == "dynamic"].iterrows():  # rows come sorted by strategy: ties go to the first
+        kv = _num(d["kv_cache_mib"])
+        score = 0
+        if not math.isnan(kv) and score > best_score:
+            best, best_score = kv, score
+    return best
+
+
+def quality_points(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per ok strategy: kv_saved_pct vs the dynamic cache (NaN without one), ppl_delta, agreement, tok/s."""
+    out = []
+    for _, r in ok.iterrows():
+        kv, base = _num(r["kv_cache_mib"]), _kv_baseline(ok, r)
+        saved = (1 - kv / base) * 100 if not math.isnan(kv) and not math.isnan(base) and base > 0 else math.nan
+        out.append({"strategy": r["strategy"], "kv_saved_pct": saved, "kv_cache_mib": kv, "ppl": _num(r["ppl"]),
+                    "ppl_delta": _num(r["ppl_delta"]), "agreement": _num(r["agreement"]),
+                    "decode_tok_s": _num(r["decode_tok_s"])})
+    return pd.DataFrame(out, columns=["strategy", "kv_saved_pct", "kv_cache_mib", "ppl", "ppl_delta", "agreement", "decode_tok_s"])
+
+
+def _label_points(fig: Figure, ax, xs, ys, labels, details) -> None:
+    """Label each point without overlaps: points within a few pixels share one (multi-line) label, each line
+    with its `details` (the marker on top hides the others' colour), and each label takes the first of a fixed
+    list of offsets that covers no other label or marker (deterministic)."""
+    fig.draw_without_rendering()  # settle the layout so data -> pixel positions are final
+    renderer = fig.canvas.get_renderer()
+    pix = ax.transData.transform(np.column_stack([xs, ys]))
+    groups: list[tuple[np.ndarray, int, list[str]]] = []
+    for i, (p, lab, det) in enumerate(zip(pix, labels, details)):
+        for g in groups:
+            if np.hypot(*(g[0] - p)) < 6:
+                g[2].append((lab, det))
+                break
+        else:
+            groups.append((p, i, [(lab, det)]))
+    taken = [Bbox.from_extents(p[0] - 7, p[1] - 7, p[0] + 7, p[1] + 7) for p in pix]  # the markers
+    frame = ax.get_window_extent(renderer)
+    offsets = [(7, 0, "left", "center"), (-7, 0, "right", "center"), (0, 8, "center", "bottom"),
+               (0, -8, "center", "top")]
+    for dy in (14, -14, 28, -28, 42, -42):
+        offsets += [(7, dy, "left", "center"), (-7, dy, "right", "center")]
+    for p, i, labs in groups:
+        text = labs[0][0] if len(labs) == 1 else "\n".join(f"{lab} ({det})" for lab, det in labs)
+        place = None
+        for dx, dy, ha, va in offsets:  # tried without a leader line: its extent would cover the own marker
+            a = ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=7)
+            box = a.get_window_extent(renderer)
+            a.remove()
+            fits = (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                    and not any(box.overlaps(t) for t in taken))
+            if fits or place is None:  # nothing fits: the first offset, overlapping
+                place = (dx, dy, ha, va, box)
+                if fits:
+                    break
+        dx, dy, ha, va, box = place
+        ax.annotate(text, (xs[i], ys[i]), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=7,
+                    arrowprops=dict(arrowstyle="-", color="0.5", lw=0.6, shrinkA=0, shrinkB=4) if abs(dy) > 8 else None)
+        taken.append(box)
+
+
+def plot_quality(points: pd.DataFrame, title: str, x: str, x_label: str, path: Path) -> Path:
+    """x: 'kv_saved_pct' (vs the dynamic cache), or 'kv_cache_mib' for a setup without a dynamic-cache row."""
+    fig = Figure(figsize=(12, 5.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharex=True)
+    fig.suptitle(f"Quality vs KV memory saved: {title}\n"
+                 "one point per strategy; marker colour = decode throughput (tokens/s); baseline = dynamic cache")
+    tok = points["decode_tok_s"].to_numpy(dtype=float)
+    finite = tok[~np.isnan(tok)]
+    norm = Normalize(float(finite.min()), float(finite.max())) if len(finite) else Normalize(0, 1)
+    if norm.vmin == norm.vmax:
+        norm = Normalize(norm.vmin * 0.9, norm.vmax * 1.1 + 1e-9)
+    cmap = matplotlib.colormaps["viridis"]
+    panels = ((axes[0], "ppl_delta", "ppl_delta = ppl − ppl of the dynamic cache (lower is better, 0 = no loss)", 1.0),
+              (axes[1], "agreement", "greedy tokens equal to the dynamic cache's (%)", 100.0))
+    for ax, col, ylabel, scale in panels:
+        pts = points[~points[col].isna() & ~points[x].isna()]
+        xs, y = pts[x].to_numpy(dtype=float), pts[col].to_numpy(dtype=float) * scale
+        t = pts["decode_tok_s"].to_numpy(dtype=float)
+        has = ~np.isnan(t)
+        ax.axhline(0.0 if col == "ppl_delta" else 100.0, color="k", linewidth=0.8, linestyle="--")
+        if x == "kv_saved_pct":
+            ax.axvline(0.0, color="k", linewidth=0.8, linestyle=":")
+        ax.scatter(xs[has], y[has], c=t[has], cmap=cmap, norm=norm, s=70, edgecolors="k", linewidths=0.6, zorder=3)
+        if (~has).any():
+            ax.scatter(xs[~has], y[~has], c="lightgray", s=70, edgecolors="k", linewidths=0.6, zorder=3,
+                       label="no throughput figure")
+            ax.legend(fontsize=7, loc="lower left")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(ylabel)
+        ax.margins(x=0.3, y=0.25)  # room for the labels inside the axes
+        if col == "agreement":  # a share: keep 100% in view and the axis from stretching over tiny differences
+            ax.set_ylim(min(45.0, float(np.min(y)) - 8) if len(y) else 45.0, 108.0)
+        if not len(pts):
+            ax.text(0.5, 0.5, f"no {col} in these rows", ha="center", va="center", transform=ax.transAxes)
+    cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), shrink=0.9, aspect=40)
+    cb.set_label("marker colour: decode throughput (tokens/s, all sequences)")
+    for ax, col, _, scale in panels:
+        pts = points[~points[col].isna() & ~points[x].isna()]
+        if len(pts):
+            _label_points(fig, ax, pts[x].to_numpy(dtype=float), pts[col].to_numpy(dtype=float) * scale,
+                          list(pts["strategy"]), [f"{_g(t)} tok/s" for t in pts["decode_tok_s"]])
+    return _save(fig, path)
+
+
 # ---------------------------------------------------------------- markdown
 
 TABLE = ("strategy", "status", "attn_used", "sdpa_backend_used", "compiled", "ttft_ms", "tpot_ms", "e2e_ms",
          "decode_tok_s", "cold_e2e_ms", "weights_mib", "kv_cache_mib", "kv_theory_mib", "peak_mem_mib")
+# Appended to a setup's table only where some row of that setup has a value (keeps tables narrow).
+OPTIONAL = ("kv_quantized_share", "mbu", "ppl", "ppl_delta", "agreement", "first_divergence")
+QUALITY = ("ppl", "ppl_delta", "agreement", "first_divergence")  # real weights only
+
+
+def table_columns(s: dict, rows: pd.DataFrame) -> tuple[str, ...]:
+    extra = [c for c in OPTIONAL if any(_s(v) != "" for v in rows[c])
+             and not (c in QUALITY and s["weights"] == "random")]
+    return TABLE + tuple(extra)
 
 
 def _cell(r, col: str) -> str:
@@ -245,6 +414,16 @@ def _cell(r, col: str) -> str:
         return _f(r[col])
     if col == "decode_tok_s":
         return _f(r[col], 1)
+    if col == "mbu":
+        return _f(r[col], 3)
+    if col == "ppl":
+        return _f(r[col])
+    if col == "ppl_delta":
+        x = _num(r[col])
+        return "–" if math.isnan(x) else f"{x:+.3f}"
+    if col in ("agreement", "kv_quantized_share"):
+        x = _num(r[col])
+        return "–" if math.isnan(x) else f"{x:.1%}"
     return _md(r[col])
 
 
@@ -270,11 +449,12 @@ def _conditions(df: pd.DataFrame) -> list[str]:
     return out + [""]
 
 
-def _setup_section(s: dict, rows: pd.DataFrame, superseded: pd.DataFrame, images: list[str]) -> list[str]:
+def _setup_section(s: dict, rows: pd.DataFrame, superseded: pd.DataFrame, images: list[str],
+                   notes: list[str] = ()) -> list[str]:
     out = [f"## {setup_title(s)}", ""]
     if s["weights"] == "random":
         out += [f"> {RANDOM_NOTE}", ""]
-    out += _table(rows, TABLE) + [""]
+    out += _table(rows, table_columns(s, rows)) + [""]
     flagged = [(r["strategy"], m, r) for _, r in rows.iterrows() if (m := kv_mismatch(r)) is not None and abs(m) > KV_TOLERANCE]
     if flagged:
         out.append(f"**KV cache differs from theory by more than {KV_TOLERANCE:.0%}:** " + "; ".join(
@@ -293,13 +473,40 @@ def _setup_section(s: dict, rows: pd.DataFrame, superseded: pd.DataFrame, images
         out += ["", f"Per-step latency is smoothed with a rolling median over {SMOOTH_STEPS} steps; x is the number "
                     "of tokens in context when the step ran. Memory bars stack to peak_mem_mib "
                     f"({'CUDA max allocated' if s['device'] == 'cuda' else 'process peak RSS'}).", ""]
+        for n in notes:
+            out += [n, ""]
     else:
         out += ["No ok rows in this setup: nothing plotted.", ""]
     return out
 
 
+def _quality_figure(s: dict, ok: pd.DataFrame, title: str, path: Path) -> tuple[Path, str] | None:
+    """The quality trade-off figure and its caption, for real-weight setups with any ppl; else None."""
+    if s["weights"] == "random" or all(_s(v) == "" for v in ok["ppl"]):
+        return None
+    pts = quality_points(ok)
+    if pts["kv_saved_pct"].notna().any():
+        x, x_label = "kv_saved_pct", "KV cache bytes saved vs the dynamic cache (%, from kv_cache_mib)"
+        caption = QUALITY_NOTE
+    else:
+        x, x_label = "kv_cache_mib", "KV cache held (MiB; no dynamic-cache row in this setup to compare with)"
+        caption = QUALITY_NOTE.replace("x is the KV bytes a strategy saves against the full-precision dynamic "
+                                       "cache of this setup (from kv_cache_mib; 100% = no cache kept, negative = "
+                                       "more than dynamic)", "x is kv_cache_mib (this setup has no dynamic-cache "
+                                       "row to measure savings against)")
+    has_quality = pts["ppl_delta"].notna() | pts["agreement"].notna()
+    left = sorted(set(pts.loc[~has_quality | pts[x].isna(), "strategy"]))
+    base = sorted({round(p - d, 2) for p, d in zip(pts["ppl"], pts["ppl_delta"]) if not (math.isnan(p) or math.isnan(d))})
+    if base:
+        caption += (" Dynamic-cache perplexity: " + ", ".join(f"{b:.2f}" for b in base)
+                    + (" (one per attention path)." if len(base) > 1 else "."))
+    if left:
+        caption += f" Not in the figure (no quality figures or no KV size): {', '.join(left)}."
+    return plot_quality(pts, title, x, x_label, path), caption
+
+
 def write_report(store="results", out="plots") -> list[Path]:
-    """Write report.md and three figures per setup into `out`; returns the paths written, sorted."""
+    """Write report.md and the figures of each setup into `out`; returns the paths written, sorted."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = load(store)
@@ -320,14 +527,21 @@ def write_report(store="results", out="plots") -> list[Path]:
                 rows = rows.sort_values("strategy", kind="stable")
                 ok = rows[rows["status"] == "ok"]
                 sl, title = slug(s), setup_title(s)
-                images = []
+                images, notes = [], []
                 if len(ok):
                     images = [plot_latency(ok, title, out / f"latency_{sl}.png"),
                               plot_memory(ok, title, s["device"], out / f"memory_{sl}.png"),
                               plot_steps(ok, title, int(s["prompt_len"] or 0), out / f"step_latency_{sl}.png")]
+                    if any(_s(v) != "" for v in ok["mbu"]):
+                        images.append(plot_mbu(ok, title, out / f"mbu_{sl}.png"))
+                        notes.append(f"MBU bars: {MBU_NOTE} Measured copy bandwidth: {_bandwidth(ok)}.")
+                    quality = _quality_figure(s, ok, title, out / f"quality_{sl}.png")
+                    if quality:
+                        images.append(quality[0])
+                        notes.append(quality[1])
                     written += images
                 sup = superseded[superseded["_key"].isin(set(ok["_key"]))]
-                md += _setup_section(s, rows, sup, [p.name for p in images])
+                md += _setup_section(s, rows, sup, [p.name for p in images], notes)
         md += ["## Rows not ok (not plotted)", ""]
         if not_ok.empty:
             md += ["None.", ""]

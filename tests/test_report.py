@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import pandas as pd
 import pytest
 
 from bench import report
@@ -21,6 +22,9 @@ CPU = dict(model="tiny-llama", weights="random", device="cpu", gpu="", dtype="fl
            batch=2, prompt_len=32, new_tokens=9, torch="2.5.1", transformers="4.56.0")
 SLUG_GPU = "tiny-gpt2_real_cuda_nvidia-h100-80gb-hbm3_float16_b1_p16_n9"
 SLUG_CPU = "tiny-llama_random_cpu_nogpu_float32_b2_p32_n9"
+# Bandwidth floor and quality figures of the real-weights GPU setup (none on the CPU setup's mbu).
+FLOOR = dict(bandwidth_gb_s=2000.0, bandwidth_floor_ms=0.05)
+SAME = dict(ppl=20.0, ppl_delta=0.0, agreement=1.0, first_divergence=64, quality_tokens=600)
 
 
 def row(base, ts, sha="aaaa111", **kw) -> dict:
@@ -39,15 +43,17 @@ def store(tmp_path):
     old, new = RunFile(s, "run-old"), RunFile(s, "run-new")
     old.append(row(GPU, "2024-01-01T00:00:00+00:00", cache="dynamic", tpot_ms=7.777, tpot_p10_ms=7.7, tpot_p90_ms=7.9))
     new.append(row(GPU, "2024-02-01T00:00:00+00:00", sha="bbbb222", cache="dynamic",
-                   tpot_ms=3.333, tpot_p10_ms=3.2, tpot_p90_ms=3.5))
+                   tpot_ms=3.333, tpot_p10_ms=3.2, tpot_p90_ms=3.5, mbu=0.015, **FLOOR, **SAME))
     new.append(row(GPU, "2024-02-01T00:00:01+00:00", sha="bbbb222", cache="none", kv_cache_mib=0.0,
-                   kv_theory_mib=0.0, step_ms=[1.0 + 0.5 * i for i in range(8)]))
+                   kv_theory_mib=0.0, step_ms=[1.0 + 0.5 * i for i in range(8)], mbu=0.05, **FLOOR, **SAME))
     new.append(row(GPU, "2024-02-01T00:00:02+00:00", sha="bbbb222", cache="quantized", nbits=4,
-                   quant_backend="quanto", kv_cache_mib=0.6, kv_theory_mib=0.5))
+                   quant_backend="quanto", kv_cache_mib=0.6, kv_theory_mib=0.5, mbu=0.05, **FLOOR, ppl=20.5,
+                   ppl_delta=0.5, agreement=0.875, first_divergence=12, quality_tokens=600, kv_quantized_share=0.75))
     new.append(Record(**GPU, run_id="run-new", cache="static", attn="flash_attention_2", status="unavailable",
                       error="flash_attn is not installed", timestamp="2024-02-01T00:00:03+00:00").as_row())
+    # Stray quality figures on a random-weights row (quality=on): they must not give it a quality figure.
     new.append(row(CPU, "2024-02-01T00:00:04+00:00", sha="bbbb222", cache="dynamic", kv_cache_mib=4.1,
-                   kv_theory_mib=4.0))
+                   kv_theory_mib=4.0, ppl=3.0e4, ppl_delta=0.0, agreement=1.0, first_divergence=64))
     return s
 
 
@@ -60,8 +66,8 @@ def built(store, tmp_path):
 def test_files(built, tmp_path):
     paths, _ = built
     names = sorted(p.name for p in paths)
-    expected = sorted(["report.md"] + [f"{k}_{s}.png" for k in ("latency", "memory", "step_latency")
-                                       for s in (SLUG_GPU, SLUG_CPU)])
+    expected = sorted(["report.md", f"mbu_{SLUG_GPU}.png", f"quality_{SLUG_GPU}.png"]
+                      + [f"{k}_{s}.png" for k in ("latency", "memory", "step_latency") for s in (SLUG_GPU, SLUG_CPU)])
     assert names == expected
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == expected
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths if p.suffix == ".png")
@@ -91,6 +97,71 @@ def test_markdown_content(built):
     assert "RANDOM WEIGHTS" in md and "Random weights:" in md
     assert md.count("Random weights:") == 1  # only for the random setup
     assert "- gpu: NVIDIA H100 80GB HBM3" in md and "aaaa111 … bbbb222" in md
+
+
+def _section(md: str, model: str) -> str:
+    return md.split(f"## {model}")[1].split("\n## ")[0]
+
+
+def _header(section: str) -> list[str]:
+    head = next(ln for ln in section.splitlines() if ln.startswith("| strategy |"))
+    return [c.strip() for c in head.strip("|").split("|")]
+
+
+def _table_rows(section: str) -> dict[str, dict[str, str]]:
+    cols = _header(section)
+    body = [ln for ln in section.splitlines() if ln.startswith("| ") and not ln.startswith("| strategy |")]
+    return {r["strategy"]: r for r in (dict(zip(cols, [c.strip() for c in ln.strip("|").split("|")])) for ln in body)}
+
+
+def test_quality_and_mbu_columns(built):
+    _, md = built
+    gpu, cpu = _section(md, "tiny-gpt2"), _section(md, "tiny-llama")
+    extra = ["kv_quantized_share", "mbu", "ppl", "ppl_delta", "agreement", "first_divergence"]
+    assert _header(gpu)[-len(extra):] == extra
+    # random weights: no quality columns even with stray values, and no mbu column (no row has one)
+    assert not set(extra) & set(_header(cpu))
+    rows = _table_rows(gpu)
+    q = rows["quantized int4 (quanto) / sdpa"]
+    assert (q["mbu"], q["ppl"], q["ppl_delta"], q["agreement"], q["first_divergence"], q["kv_quantized_share"]) == \
+        ("0.050", "20.50", "+0.500", "87.5%", "12", "75.0%")
+    assert rows["dynamic / sdpa"]["ppl_delta"] == "+0.000" and rows["dynamic / sdpa"]["kv_quantized_share"] == "–"
+    assert rows["static / flash_attention_2"]["ppl"] == "–"  # the never-ok row keeps its place, empty
+    # the new images are linked and explained in the real setup only
+    assert f"](mbu_{SLUG_GPU}.png)" in gpu and f"](quality_{SLUG_GPU}.png)" in gpu
+    assert "quality_" not in cpu and "mbu_" not in cpu
+    assert md.count("MBU (memory-bandwidth utilisation) = bandwidth_floor_ms / tpot_ms") == 1
+    assert "far below 1" in gpu and "2000 GB/s" in gpu
+    assert md.count("Quality against KV memory") == 1 and "Dynamic-cache perplexity: 20.00." in gpu
+
+
+def test_quality_points():
+    ok = report.select(pd.DataFrame([
+        row(GPU, "2024-01-01T00:00:00+00:00", cache="dynamic", attn="eager", sdpa_backend="", kv_cache_mib=2.0),
+        row(GPU, "2024-01-01T00:00:01+00:00", cache="dynamic", kv_cache_mib=4.0),
+        row(GPU, "2024-01-01T00:00:02+00:00", cache="quantized", nbits=2, quant_backend="hqq", kv_cache_mib=1.0),
+        row(GPU, "2024-01-01T00:00:03+00:00", cache="static", kv_cache_mib=8.0),
+        row(GPU, "2024-01-01T00:00:04+00:00", cache="none", kv_cache_mib=0.0),
+    ]))[1].sort_values("strategy")
+    pts = report.quality_points(ok).set_index("strategy")["kv_saved_pct"].to_dict()
+    # measured against the dynamic cache of the same attention path (sdpa: 4.0 MiB), not the eager one
+    assert pts == {"dynamic / eager": 0.0, "dynamic / sdpa": 0.0, "none / sdpa": 100.0,
+                   "quantized int2 (hqq) / sdpa": 75.0, "static / sdpa": -100.0}
+    no_dyn = report.quality_points(ok[ok["cache"] != "dynamic"])
+    assert no_dyn["kv_saved_pct"].isna().all() and list(no_dyn["kv_cache_mib"]) == [0.0, 1.0, 8.0]
+
+
+def test_figures_only_where_values(tmp_path):
+    s = tmp_path / "s"
+    f = RunFile(s, "run-new")
+    f.append(row(GPU, "2024-02-01T00:00:00+00:00", cache="dynamic"))  # real weights, no ppl, no mbu
+    f.append(row(CPU, "2024-02-01T00:00:01+00:00", cache="dynamic", mbu=0.3, **FLOOR))  # random, mbu only
+    names = {p.name for p in report.write_report(s, tmp_path / "o")}
+    assert f"quality_{SLUG_GPU}.png" not in names and f"mbu_{SLUG_GPU}.png" not in names
+    assert f"mbu_{SLUG_CPU}.png" in names and f"quality_{SLUG_CPU}.png" not in names
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "ppl" not in _header(_section(md, "tiny-gpt2")) and "mbu" not in _header(_section(md, "tiny-gpt2"))
+    assert "mbu" in _header(_section(md, "tiny-llama"))
 
 
 def test_table_sorted_by_strategy(built):
