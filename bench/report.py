@@ -273,7 +273,7 @@ def plot_mbu(rows: pd.DataFrame, title: str, path: Path) -> Path:
         inside = m > 0.55 * hi  # long bars carry their text inside, so the axis can stop at max(1, max mbu)
         ax.annotate(text, (m, yi), xytext=(-3 if inside else 3, 0), textcoords="offset points", va="center",
                     ha="right" if inside else "left", color="white" if inside else "black", fontsize=8)
-    ax.set_xlim(0, hi)
+    ax.set_xlim(0, hi * 1.02)  # 2% past max(1, max mbu): the MBU = 1 line clear of the frame
     ax.set_yticks(y, list(rows["strategy"]))
     ax.invert_yaxis()
     ax.set_xlabel("MBU = bandwidth floor / measured time per output token (TPOT)")
@@ -287,7 +287,7 @@ def _kv_baseline(ok: pd.DataFrame, r) -> float:
     best, best_score = math.nan, -1
     for _, d in ok[ok["cache"] == "dynamic"].iterrows():  # rows come sorted by strategy: ties go to the first
         kv = _num(d["kv_cache_mib"])
-        score = 0
+        score = sum(d[c] == r[c] for c in ("attn", "sdpa_backend", "compile", "seed"))
         if not math.isnan(kv) and score > best_score:
             best, best_score = kv, score
     return best
@@ -350,8 +350,8 @@ def plot_quality(points: pd.DataFrame, title: str, x: str, x_label: str, path: P
     fig = Figure(figsize=(12, 5.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharex=True)
-    fig.suptitle(f"Quality vs KV memory saved: {title}\n"
-                 "one point per strategy; marker colour = decode throughput (tokens/s); baseline = dynamic cache")
+    fig.suptitle(f"Quality vs KV memory{' saved' if x == 'kv_saved_pct' else ''}: {title}\n"
+                 "one point per strategy; marker colour = decode throughput (tokens/s); quality baseline = dynamic cache")
     tok = points["decode_tok_s"].to_numpy(dtype=float)
     finite = tok[~np.isnan(tok)]
     norm = Normalize(float(finite.min()), float(finite.max())) if len(finite) else Normalize(0, 1)
@@ -379,7 +379,7 @@ def plot_quality(points: pd.DataFrame, title: str, x: str, x_label: str, path: P
         if col == "agreement":  # a share: keep 100% in view and the axis from stretching over tiny differences
             ax.set_ylim(min(45.0, float(np.min(y)) - 8) if len(y) else 45.0, 108.0)
         if not len(pts):
-            ax.text(0.5, 0.5, f"no {col} in these rows", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no row with both {col} and {x}", ha="center", va="center", transform=ax.transAxes)
     cb = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), shrink=0.9, aspect=40)
     cb.set_label("marker colour: decode throughput (tokens/s, all sequences)")
     for ax, col, _, scale in panels:

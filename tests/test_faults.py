@@ -1,0 +1,95 @@
+"""Fault drills through the real command line: killed workers, hung cells, a killed sweep, resume,
+concurrent writers, a cell that cannot fit, and a parallel launcher. The store is counted against
+the cells launched."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.test_cli import ROOT, SMALL, Launched, _argv, bench, store_rows
+
+
+def _by_cache(rows):
+    return {r["cache"]: r for r in rows}
+
+
+def test_a_killed_worker_costs_one_cell(subprocess_env, tmp_path):
+    env = {**subprocess_env, "KVBENCH_FAULT": "kill:dynamic"}
+    store = tmp_path / "s"
+    r = bench(["run", "-m", *SMALL, "cache=none,dynamic,static", f"store={store}"], env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, rows = store_rows(store)
+    assert len(rows) == 3
+    by = _by_cache(rows)
+    assert by["dynamic"]["status"] == "error" and "SIGKILL" in by["dynamic"]["error"]
+    assert by["none"]["status"] == "ok" and by["static"]["status"] == "ok"  # after it, a fresh worker ran
+
+
+def test_a_hung_cell_is_killed_at_its_timeout(subprocess_env, tmp_path):
+    store = tmp_path / "s"
+    # 2000 new tokens on the tiny model take far longer than 0.5 s; the next cell still runs
+    r = bench(["run", "-m", *SMALL, "new_tokens=400", "repeats=3", "cache=dynamic", "cell_timeout_s=0.5",
+               f"store={store}"], subprocess_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, rows = store_rows(store)
+    assert [row["status"] for row in rows] == ["error"]
+    assert "cell_timeout_s=0.5" in rows[0]["error"]
+
+
+def test_killed_sweep_then_resume_runs_only_the_rest(subprocess_env, tmp_path):
+    caches = "none,dynamic,static,quantized,quantized_int2"
+    run = Launched(["run", "-m", *SMALL, f"cache={caches}"], subprocess_env, tmp_path)
+    store = run.store
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill the whole sweep once two cells are in the store
+        if len(store_rows(store)[1]) >= 2:
+            break
+        time.sleep(0.2)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.result()
+    _, before = store_rows(store)
+    assert 2 <= len(before) < 5  # readable, nothing half-written
+    r = bench(["run", "-m", *SMALL, f"cache={caches}", "resume=true", f"store={store}"], subprocess_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, after = store_rows(store)
+    assert sorted(x["cache"] for x in after) == sorted(caches.split(",")) and len(after) == 5
+    assert r.stderr.count("skipped, already in") + r.stdout.count("skipped, already in") == len(before)
+
+
+def test_concurrent_sweeps_lose_no_rows(subprocess_env, tmp_path):
+    store = tmp_path / "store"
+    procs = [subprocess.Popen(_argv(["run", "-m", *SMALL, "cache=none,dynamic", f"seed={i}", f"store={store}"],
+                                    tmp_path / f"h{i}"), cwd=ROOT, env=subprocess_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    files, rows = store_rows(store)
+    assert len(files) == 3 and len(rows) == 6
+    assert len({(r["seed"], r["cache"]) for r in rows}) == 6
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_loading(subprocess_env, tmp_path):
+    r = bench(["run", "model=llama-2-7b", "batch=100000", "prompt_len=1000", "new_tokens=24", "device=cpu",
+               f"store={tmp_path}/s"], subprocess_env, tmp_path)
+    assert r.returncode != 0
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(line) == 1 and "batch=100000" in line[0] and "largest batch that fits is" in line[0]
+    assert "RANDOM WEIGHTS" not in r.stderr  # no model was built
+    assert not list((tmp_path / "s").glob("*.jsonl"))
+
+
+def test_joblib_launcher_runs_cells_in_parallel_processes(subprocess_env, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    store = tmp_path / "s"
+    r = bench(["run", "-m", *SMALL, "cache=none,dynamic,static", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=2", f"store={store}"], subprocess_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    files, rows = store_rows(store)
+    assert sorted(x["cache"] for x in rows) == ["dynamic", "none", "static"]
+    assert all(x["status"] == "ok" for x in rows)
+    assert len({x["run_id"] for x in rows}) == 1  # one sweep, one id, a file per worker process
