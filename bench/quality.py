@@ -116,7 +116,10 @@ def measure(model, tokenizer, cfg: RunConfig, kwargs_fn, baseline_kwargs_fn) -> 
         base_cfg.cache.name = "dynamic"
         _baselines[key] = (perplexity(model, ids, base_cfg), greedy_tokens(model, prompts, baseline_kwargs_fn))
     base_ppl, base_tokens = _baselines[key]
-    ppl = perplexity(model, ids, cfg)
-    agree, first = agreement(greedy_tokens(model, prompts, kwargs_fn), base_tokens)
+    if cfg.cache.name == "dynamic" and cfg.compile == "auto":  # this cell is the baseline: nothing to redo
+        ppl, agree, first = base_ppl, 1.0, AGREE_NEW_TOKENS
+    else:
+        ppl = perplexity(model, ids, cfg)
+        agree, first = agreement(greedy_tokens(model, prompts, kwargs_fn), base_tokens)
     return {"ppl": ppl, "ppl_delta": ppl - base_ppl, "agreement": agree, "first_divergence": first,
             "quality_tokens": ids.shape[1] - PPL_PREFIX}

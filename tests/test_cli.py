@@ -142,9 +142,8 @@ def test_bad_input_is_one_clear_line(subprocess_env, tmp_path, args, bad, allowe
         assert a in errors[0], (a, errors[0])
     assert "Traceback" not in p.stderr
     assert not store.exists() or not list(store.glob("*.jsonl")), "a bad input must not write a row"
-    # caught before any model is built (gpt2 random weights would take much longer than this)
-    assert "RANDOM WEIGHTS" not in p.stderr
-    assert took < 30
+    # caught before any model is built: offline, building gpt2 logs its RANDOM WEIGHTS warning
+    assert "RANDOM WEIGHTS" not in p.stderr, f"a model was loaded before the input was checked ({took:.0f} s)"
 
 
 def test_env_prints_versions(subprocess_env, tmp_path):

@@ -120,10 +120,18 @@ def test_e2e_ends_at_the_last_token(make_cfg, choice):
 
 
 def test_spread_over_repeats_is_ordered(make_cfg):
-    cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=4", "warmup=1")
+    cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=4", "warmup=1", "batch=2")
     r = run_cell(cfg, "test-run")
     assert r.status == "ok", r.error
     assert len(r.step_ms) == cfg.new_tokens - 1
+    assert r.ttft_ms < r.e2e_ms
+    # both are medians of the same per-repeat decode time (e2e - ttft), one over new_tokens - 1 steps,
+    # the other as a rate for the batch: they agree exactly whatever the number of repeats
+    assert r.decode_tok_s * r.tpot_ms / 1e3 == pytest.approx(2, rel=1e-9)
+    # the difference of medians need not be the median of differences, but they differ by at most
+    # range(e2e) + range(ttft); with 4 repeats p90 - p10 >= 0.7 * (max - min), hence spread / 0.7
+    spread = (r.e2e_p90_ms - r.e2e_p10_ms) + (r.ttft_p90_ms - r.ttft_p10_ms)
+    assert abs(r.tpot_ms * (cfg.new_tokens - 1) - (r.e2e_ms - r.ttft_ms)) <= spread / 0.7 + 1e-6
     for name in ("ttft", "tpot", "e2e"):
         lo, mid, hi = (getattr(r, f"{name}_p10_ms"), getattr(r, f"{name}_ms"), getattr(r, f"{name}_p90_ms"))
         assert 0 < lo <= mid <= hi, (name, lo, mid, hi)
