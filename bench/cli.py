@@ -24,7 +24,9 @@ ConfigStore.instance().store(name="run_config", node=RunConfig)
 log = logging.getLogger("bench")
 
 # One run id per process: every cell of a sweep lands in the same file of the store.
-RUN_ID = os.environ.get("KVBENCH_RUN_ID") or f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}"
+RUN_ID = os.environ.setdefault(
+    "KVBENCH_RUN_ID", f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}")
+os.environ.setdefault("KVBENCH_RUN_OWNER", str(os.getpid()))  # launcher workers inherit both
 _run_files: dict = {}
 _worker = Worker()
 

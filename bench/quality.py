@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 
 from .config import RunConfig, quant_cache_config
+from .measure import pad_id
 
 TEXT_PATH = Path(__file__).resolve().parent / "data" / "quality_text.txt"
 PPL_PREFIX = 32
@@ -85,7 +86,7 @@ def greedy_tokens(model, prompts: list[torch.Tensor], kwargs_fn) -> list[list[in
         p = p.to(model.device)
         out = model.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=AGREE_NEW_TOKENS,
                              min_new_tokens=AGREE_NEW_TOKENS, do_sample=False,
-                             pad_token_id=model.generation_config.eos_token_id or 0, **kwargs_fn())
+                             pad_token_id=pad_id(model), **kwargs_fn())
         outs.append(out[0, p.shape[1]:].tolist())
     return outs
 

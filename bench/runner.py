@@ -122,6 +122,8 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         if reason:
             rec.status, rec.error = "unavailable", reason
             return rec
+        # transformers sizes a static cache to the longest any earlier call used; cells must not inherit that
+        model.__dict__.pop("_previous_max_cache_length", None)
         theory = kv_theory_bytes(cfg, model.config, loaded.dtype)
         rec.kv_theory_mib = None if theory is None else theory / MIB
 

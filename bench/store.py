@@ -1,6 +1,6 @@
 """The results store: one JSON-lines file per run, written atomically, never rewritten.
 
-Layout: <store>/<run_id>.jsonl, one Record per line. A run appends each finished cell by
+Layout: <store>/<run_id>.jsonl, one Record per line (<run_id>-w<pid>.jsonl from a launcher worker process). A run appends each finished cell by
 rewriting its own file through a temp file + os.replace, so a reader never sees half a line
 and a crash loses at most the cell in flight. Other runs' files are never touched.
 """
@@ -26,27 +26,37 @@ class RunFile:
 
     def __init__(self, store: str | os.PathLike, run_id: str):
         self.dir = Path(store)
-        # A sweep's run id may be shared by several processes (joblib workers): each writes its own file.
-        owner = run_id.rsplit("-", 1)[-1] == str(os.getpid())
+        # A sweep's run id is shared with launcher workers (joblib, submitit) through the environment;
+        # each of those processes writes its own file, so no two writers ever share one.
+        owner = os.environ.get("KVBENCH_RUN_OWNER", str(os.getpid())) == str(os.getpid())
         self.path = self.dir / (f"{run_id}{SUFFIX}" if owner else f"{run_id}-w{os.getpid()}{SUFFIX}")
         self._lines: list[str] = []
         if self.path.exists():  # resuming a run id keeps what it already wrote
             self._lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
 
     def append(self, row: dict) -> None:
-        self._lines.append(json.dumps(_clean(row), sort_keys=False))
+        lines = self._lines + [json.dumps(_clean(row))]
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=SUFFIX)
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(self._lines) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)  # nothing half-written stays behind; the row is not kept
+            raise
+        self._lines = lines
 
 
-def _clean(row: dict) -> dict:
-    # JSON has no NaN/inf: store them as null so every reader agrees.
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+def _clean(value):
+    # JSON has no NaN/inf: store them as null (lists such as step_ms too) so every reader agrees.
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def check_writable(store: str | os.PathLike) -> None:
@@ -75,7 +85,7 @@ def read_rows(paths: Iterable[Path]) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or "schema_version" not in row:
+                if not isinstance(row, dict) or not isinstance(row.get("schema_version"), int):
                     raise ValueError("not a kvbench record")
             except ValueError as e:
                 warnings.warn(f"skipping {p.name}:{n}: {e}", stacklevel=2)

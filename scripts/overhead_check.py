@@ -31,7 +31,7 @@ def bare_ms(model, ids, n: int, kw: dict, device: str) -> float:
     measure.sync(device)
     t = time.perf_counter()
     model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                   pad_token_id=model.generation_config.eos_token_id or 0, **kw)
+                   pad_token_id=measure.pad_id(model), **kw)
     measure.sync(device)
     return (time.perf_counter() - t) * 1e3
 

@@ -103,9 +103,7 @@ def test_timing_figures_are_consistent(rows, model, choice):
 
 
 @pytest.mark.parametrize("choice", ["dynamic", "static", "quantized", "none",
-                                    pytest.param("paged", marks=pytest.mark.xfail(strict=True, reason=(
-                                        "BUG measure.time_generate_batch: e2e includes generate_batch's manager "
-                                        "stop (thread join + gc.collect), ~0.5 s after the last token")))])
+                                    "paged"])
 def test_e2e_ends_at_the_last_token(make_cfg, choice):
     """tpot and decode_tok_s come from e2e - ttft: nothing but the decode steps may sit in between."""
     cfg = make_cfg("model=tiny-llama", f"cache={choice}", "prompt_len=8", "new_tokens=6", "repeats=1", "warmup=1")
@@ -170,9 +168,6 @@ def test_static_kv_bytes_by_hand(make_cfg, fresh_models, model):
     assert r.kv_theory_mib * MIB == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG runner.run_cell: the reused model keeps transformers' _previous_max_cache_length, so a static cell "
-    "after a longer static cell allocates (and attends over) the longer cache"))
 def test_static_cache_not_sized_by_an_earlier_cell(make_cfg, fresh_models):
     long = run_cell(make_cfg("model=tiny-llama", "cache=static", "prompt_len=16", "new_tokens=8", "repeats=1"), "t")
     assert long.status == "ok" and long.kv_cache_mib == long.kv_theory_mib
@@ -384,9 +379,6 @@ def test_eos_cannot_stop_early(make_cfg, choice):
     assert len(r.step_ms) == 5 - 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG measure.time_generate: pad_token_id=generation_config.eos_token_id passes a list when the model "
-    "has several EOS ids (Llama-3-Instruct, Qwen2.5-Instruct) and generate fails"))
 def test_several_eos_ids(make_cfg, monkeypatch):
     cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=1")
     model = runner.get_model(cfg, "cpu").model

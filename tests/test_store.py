@@ -158,9 +158,6 @@ def test_rows_round_trip(tmp_path):
         assert got[k] == r[k], k
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "BUG store.read_rows: a foreign row whose schema_version is not an int reaches "
-    "`row['schema_version'] > SCHEMA_VERSION` and load() raises TypeError"))
 def test_foreign_schema_version_type_is_skipped(tmp_path):
     RunFile(tmp_path, "run-a").append(row(cache="dynamic"))
     (tmp_path / "other-tool.jsonl").write_text('{"schema_version": "2.0", "name": "x"}\n')
