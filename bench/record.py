@@ -21,6 +21,7 @@ class Record:
     model_source: str = ""                # hub id, local dir, gguf file or 'architecture config'
     weights: str = ""                     # 'real' or 'random' (random: timings of the real shapes, no quality)
     dtype: str = ""                       # parameter dtype as loaded (float32, float16, bfloat16)
+    kv_heads: Optional[int] = None        # key/value heads of the loaded architecture (MHA = attention heads, MQA = 1)
     device: str = ""                      # cpu or cuda
     cache: str = ""                       # strategy name: none, dynamic, static, offloaded, offloaded_static, quantized, paged
     nbits: Optional[int] = None           # quantized caches only

@@ -112,6 +112,7 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         model = loaded.model
         rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
         rec.weights_mib = measure.model_bytes(model) / MIB
+        rec.kv_heads = kvmath.kv_heads_and_dims(model.config)[1]
         validate(cfg, models.max_positions(model.config))
         reason = strategies.unavailable_reason(cfg, model, device)
         if reason is None:
