@@ -6,6 +6,7 @@ ordering and fixed number formats everywhere.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import sys
@@ -26,6 +27,8 @@ SETUP = ("model", "weights", "device", "gpu", "dtype", "batch", "prompt_len", "n
 STRATEGY = ("cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key", "axis_value",
             "attn", "sdpa_backend", "compile", "seed")
 CELL = SETUP + STRATEGY  # a row's cell: same values = same measurement, repeated
+# Rows of different models that agree on all of these are one architecture comparison (by kv_heads).
+ARCH_GROUP = tuple(c for c in CELL if c != "model")
 KV_TOLERANCE = 0.05
 SMOOTH_STEPS = 5  # rolling-median window for per-step latency
 ARGS = {"store": "results", "out": "plots"}
@@ -390,6 +393,172 @@ def plot_quality(points: pd.DataFrame, title: str, x: str, x_label: str, path: P
     return _save(fig, path)
 
 
+# ---------------------------------------------------------------- architectures side by side
+
+ARCH_TABLE = ("model", "kv_heads", "kv_cache_mib", "kv_theory_mib", "kib_per_token", "tpot_ms", "decode_tok_s",
+              "peak_mem_mib")
+ARCH_NOTE = ("Same conditions, different models: one bar per model, ordered by KV heads (most first; 1 = MQA, one "
+             "key/value head shared by every query head). KiB per cached token = kv_cache_mib × 1024 / (batch × "
+             "(prompt_len + new_tokens − 1)), the tokens the cache holds after generation.")
+
+
+def _kv_heads(v) -> float:
+    x = _num(v)
+    return x if not math.isnan(x) and x > 0 else math.nan
+
+
+def architecture_groups(shown: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """Ok rows whose conditions other than the model agree and that span >= 2 distinct kv_heads values.
+
+    Each group's rows (rows without kv_heads left out) come sorted by kv_heads descending, then model; groups
+    in the order of their shared conditions.
+    """
+    ok = shown[shown["status"] == "ok"].copy()
+    ok["_kvh"] = [_kv_heads(v) for v in ok["kv_heads"]]
+    ok = ok[ok["_kvh"].notna()]
+    out = []
+    for key, rows in ok.groupby(list(ARCH_GROUP), sort=True):
+        if rows["_kvh"].nunique() < 2:
+            continue
+        rows = rows.sort_values(["_kvh", "model"], ascending=[False, True], kind="stable")
+        out.append((dict(zip(ARCH_GROUP, key)), rows))
+    return out
+
+
+def arch_title(s: dict) -> str:
+    w = "RANDOM WEIGHTS" if s["weights"] == "random" else f"{s['weights']} weights"
+    dev = s["device"] + (f" ({s['gpu']})" if s["gpu"] else "")
+    strat = strategy_label(s) + (f", seed {s['seed']}" if s["seed"] not in ("", "0") else "")
+    return (f"{w}, {dev}, {s['dtype']}, batch {s['batch']}, prompt {s['prompt_len']} tok, "
+            f"{s['new_tokens']} new tok, {strat}")
+
+
+def arch_slug(s: dict) -> str:
+    """Every shared condition that has a value, in a fixed order: distinct groups get distinct names."""
+    tag = {"nbits": "int", "residual_length": "r", "q_group_size": "g", "axis_key": "ak", "axis_value": "av",
+           "batch": "b", "prompt_len": "p", "new_tokens": "n", "seed": "s"}
+    parts = [s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"]]
+    for c in ("batch", "prompt_len", "new_tokens", "cache", "nbits", "quant_backend", "residual_length",
+              "q_group_size", "axis_key", "axis_value", "attn", "sdpa_backend"):
+        if s[c] != "":
+            parts.append(tag.get(c, "") + s[c])
+    parts += [f"compile-{s['compile'] or 'none'}", f"s{s['seed'] or 'none'}"]
+    return re.sub(r"[^a-z0-9._]+", "-", "_".join(parts).lower()).strip("-")
+
+
+def _cached_tokens(r) -> float:
+    n = _num(r["batch"]) * (_num(r["prompt_len"]) + _num(r["new_tokens"]) - 1)
+    return n if n > 0 else math.nan
+
+
+def _kib_per_token(r) -> float:
+    return _num(r["kv_cache_mib"]) * 1024 / _cached_tokens(r)
+
+
+def _heads_label(k: float) -> str:
+    return f"{int(k)} (MQA)" if k == 1 else f"{int(k)}"
+
+
+def plot_architectures(rows: pd.DataFrame, title: str, path: Path) -> Path:
+    fig = Figure(figsize=(12, 5.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_kv, ax_t = fig.subplots(1, 2)
+    fig.suptitle(f"Architectures side by side (by KV heads): {title}\n"
+                 "left: KV cache held after generation; right: time per output token (median, p10–p90 whiskers), "
+                 "decode throughput above the bars")
+    x = np.arange(len(rows))
+    ticks = [f"{_heads_label(k)}\n{m}" for k, m in zip(rows["_kvh"], rows["model"])]
+    kv, theory = _col(rows, "kv_cache_mib"), _col(rows, "kv_theory_mib")
+    ax_kv.bar(x, np.nan_to_num(kv), color="tab:blue", label="kv_cache_mib (measured)")
+    if not np.isnan(theory).all():
+        ax_kv.plot(x, theory, "kD", markersize=6, label="kv_theory_mib")
+    for xi, v, th in zip(x, kv, theory):
+        top = np.nanmax([0.0, v, th])  # above the bar and the theory marker
+        ax_kv.annotate("–" if math.isnan(v) else f"{v:.2f} MiB", (xi, top), xytext=(0, 6),
+                       textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax_kv.set_ylabel("KV cache (MiB)")
+    ax_kv.legend(fontsize=8, loc="upper right")
+    med, lo, hi = _col(rows, "tpot_ms"), _col(rows, "tpot_p10_ms"), _col(rows, "tpot_p90_ms")
+    err = np.clip(np.nan_to_num(np.vstack([med - lo, hi - med])), 0, None)
+    ax_t.bar(x, np.nan_to_num(med), yerr=err, color="tab:orange", capsize=4)
+    for xi, top, tok in zip(x, np.nan_to_num(med) + err[1], _col(rows, "decode_tok_s")):
+        ax_t.annotate("–" if math.isnan(tok) else f"{_g(tok)} tok/s", (xi, top), xytext=(0, 4),
+                      textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax_t.set_ylabel("time per output token, TPOT (ms)")
+    # from 0, with room above the tallest bar, marker or whisker for the values printed there
+    ax_kv.set_ylim(0, 1.15 * max(1e-9, float(np.nanmax(np.concatenate([[0.0], kv, theory])))))
+    ax_t.set_ylim(0, 1.12 * max(1e-9, float(np.max(np.nan_to_num(med) + err[1]))))
+    for ax in (ax_kv, ax_t):
+        ax.set_xticks(x, ticks, fontsize=8, rotation=0 if len(rows) <= 6 else 30)
+        ax.set_xlabel("KV heads / model")
+        ax.grid(axis="x", visible=False)
+    return _save(fig, path)
+
+
+def _arch_cell(r, col: str) -> str:
+    if col == "kv_heads":
+        return _heads_label(r["_kvh"])
+    if col == "kib_per_token":
+        return _f(_kib_per_token(r))
+    if col == "model":
+        return _md(r[col])
+    return _cell(r, col)
+
+
+def _ratio(a: float, b: float) -> str:
+    return "–" if math.isnan(a) or math.isnan(b) or b == 0 else f"{a / b:.2f}×"
+
+
+def arch_caption(rows: pd.DataFrame) -> str:
+    """What the rows show, computed: KV bytes and decode time between the most and the fewest KV heads."""
+    big, small = rows.iloc[0], rows.iloc[-1]
+    hb, hs = big["_kvh"], small["_kvh"]
+    kvb, kvs = _num(big["kv_cache_mib"]), _num(small["kv_cache_mib"])
+    tb, ts = _num(big["tpot_ms"]), _num(small["tpot_ms"])
+    heads = hb / hs
+    parts = [f"From {int(hb)} KV heads ({_md(big['model'])}) to {int(hs)} ({_md(small['model'])}), "
+             f"{heads:.2f}× fewer"]
+    if not (math.isnan(kvb) or math.isnan(kvs)):
+        parts.append(f"the KV cache goes from {kvb:.2f} to {kvs:.2f} MiB ({_ratio(kvb, kvs)} less)")
+    if not (math.isnan(tb) or math.isnan(ts)):
+        parts.append(f"time per output token from {tb:.2f} to {ts:.2f} ms ({_ratio(tb, ts)} "
+                     + ("less)" if ts <= tb else "more)"))
+    text = ", ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if len(parts) > 1 else "") + "."
+    if not (math.isnan(kvb) or math.isnan(kvs) or kvs == 0):
+        kv_r = kvb / kvs
+        if abs(kv_r / heads - 1) <= KV_TOLERANCE:
+            text += f" KV bytes scale with KV heads (within {KV_TOLERANCE:.0%})"
+        else:
+            text += f" KV bytes do not scale with KV heads ({kv_r:.2f}× for {heads:.2f}× the heads)"
+        if not (math.isnan(tb) or math.isnan(ts) or ts == 0):
+            tr = tb / ts
+            text += (f"; decode time does not fall with them ({tr:.2f}×)" if tr <= 1
+                     else f"; decode time only partly ({tr:.2f}×)" if tr < kv_r
+                     else f"; decode time as much or more ({tr:.2f}×)")
+        text += "."
+        wb, ws = _num(big["weights_mib"]), _num(small["weights_mib"])
+        if not (math.isnan(wb) or math.isnan(ws)):
+            text += (f" A decode step reads the weights as well as the cache: weights + KV is {wb + kvb:.1f} vs "
+                     f"{ws + kvs:.1f} MiB ({_ratio(wb + kvb, ws + kvs)}), weights alone {wb:.1f} vs {ws:.1f} MiB.")
+    per_head = [_num(r["kv_cache_mib"]) / r["_kvh"] for _, r in rows.iterrows() if not math.isnan(_num(r["kv_cache_mib"]))]
+    if len(per_head) >= 2 and min(per_head) > 0 and max(per_head) / min(per_head) - 1 > KV_TOLERANCE:
+        text += (f" **KV bytes per KV head differ by more than {KV_TOLERANCE:.0%} between these models "
+                 f"({min(per_head):.2f}–{max(per_head):.2f} MiB): they differ in more than their KV heads "
+                 "(layers, head size), so this is not a like-for-like comparison.**")
+    return text
+
+
+def _arch_section(groups: list[tuple[dict, pd.DataFrame]], images: list[str]) -> list[str]:
+    out = ["## Architectures side by side", "", ARCH_NOTE, ""]
+    for (s, rows), img in zip(groups, images):
+        out += [f"### {arch_title(s)}", ""]
+        head = ["| " + " | ".join(ARCH_TABLE).replace("kib_per_token", "KiB per cached token") + " |",
+                "|" + "---|" * len(ARCH_TABLE)]
+        out += head + ["| " + " | ".join(_arch_cell(r, c) for c in ARCH_TABLE) + " |" for _, r in rows.iterrows()]
+        out += ["", arch_caption(rows), "", f"![{Path(img).stem}]({img})", ""]
+    return out
+
+
 # ---------------------------------------------------------------- markdown
 
 TABLE = ("strategy", "status", "attn_used", "sdpa_backend_used", "compiled", "ttft_ms", "tpot_ms", "e2e_ms",
@@ -542,6 +711,17 @@ def write_report(store="results", out="plots") -> list[Path]:
                     written += images
                 sup = superseded[superseded["_key"].isin(set(ok["_key"]))]
                 md += _setup_section(s, rows, sup, [p.name for p in images], notes)
+            groups = architecture_groups(shown)
+            if groups:
+                images, used = [], set()
+                for s, rows in groups:
+                    sl = arch_slug(s)
+                    if sl in used:  # names that only differ in characters the slug drops
+                        sl += "-" + hashlib.sha1(repr(sorted(s.items())).encode()).hexdigest()[:6]
+                    used.add(sl)
+                    images.append(plot_architectures(rows, arch_title(s), out / f"architectures_{sl}.png"))
+                written += images
+                md += _arch_section(groups, [p.name for p in images])
         md += ["## Rows not ok (not plotted)", ""]
         if not_ok.empty:
             md += ["None.", ""]

@@ -201,3 +201,91 @@ def test_cli(store, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "colour" in err and "store=" in err and "out=" in err
     assert report.main([f"store={store}", f"out={tmp_path / 'cli'}"]) == 0
     assert (tmp_path / "cli" / "report.md").exists()
+
+
+# ---------------------------------------------------------------- architectures side by side
+
+QWEN = dict(weights="random", device="cuda", gpu="NVIDIA H100 80GB HBM3", dtype="bfloat16", batch=1,
+            prompt_len=1024, new_tokens=32, torch="2.5.1", transformers="4.56.0")
+ARCH_SLUG = "random_cuda_nvidia-h100-80gb-hbm3_bfloat16_b1_p1024_n32_dynamic_sdpa_auto_compile-auto_s0"
+# 24 layers x 64 head_dim x 2 (K, V) x 2 bytes x 1055 cached tokens = 6.18 MiB per KV head
+PER_HEAD = 24 * 64 * 2 * 2 * (1024 + 32 - 1) / 2**20
+
+
+def _arch_store(s: Path, variants) -> None:
+    f = RunFile(s, "run-arch")
+    for i, (model, heads, tpot) in enumerate(variants):
+        kv = None if heads is None else PER_HEAD * heads
+        f.append(row({**QWEN, "model": model}, f"2024-03-01T00:00:0{i}+00:00", sha="cccc333", cache="dynamic",
+                     kv_heads=heads, kv_cache_mib=kv, kv_theory_mib=kv, tpot_ms=tpot, tpot_p10_ms=tpot * 0.95,
+                     tpot_p90_ms=tpot * 1.05, decode_tok_s=1000 / tpot, weights_mib=942.0, peak_mem_mib=1100.0))
+
+
+# written in no particular order: the table sorts by kv_heads, most first
+ARCH = [("qwen2.5-0.5b-mqa", 1, 18.0), ("qwen2.5-0.5b-mha", 14, 20.0), ("qwen2.5-0.5b", 2, 18.2)]
+
+
+def _arch_rows(md: str) -> list[list[str]]:
+    sec = md.split("## Architectures side by side")[1].split("\n## ")[0]
+    body = [ln for ln in sec.splitlines() if ln.startswith("| ") and not ln.startswith("| model |")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in body]
+
+
+def test_architectures(tmp_path):
+    s = tmp_path / "s"
+    _arch_store(s, ARCH)
+    RunFile(s, "run-other").append(row(CPU, "2024-03-02T00:00:00+00:00", cache="dynamic", kv_heads=4))  # alone
+    names = {p.name for p in report.write_report(s, tmp_path / "o")}
+    assert {n for n in names if n.startswith("architectures_")} == {f"architectures_{ARCH_SLUG}.png"}
+    assert (tmp_path / "o" / f"architectures_{ARCH_SLUG}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert md.count("## Architectures side by side") == 1 and f"](architectures_{ARCH_SLUG}.png)" in md
+    rows = _arch_rows(md)
+    assert [(r[0], r[1]) for r in rows] == [("qwen2.5-0.5b-mha", "14"), ("qwen2.5-0.5b", "2"),
+                                            ("qwen2.5-0.5b-mqa", "1 (MQA)")]
+    # KiB per cached token = kv_cache_mib * 1024 / (batch * (prompt + new - 1)): 6 KiB per KV head here
+    assert [r[4] for r in rows] == ["84.00", "12.00", "6.00"]
+    assert rows[0][5] == "20.00 (19.00–21.00)" and rows[0][6] == "50.0"
+    # the caption states what the rows show: 14x the KV bytes, 1.11x the decode time
+    cap = next(ln for ln in md.splitlines() if ln.startswith("From 14 KV heads"))
+    assert "14.00× fewer" in cap and "(14.00× less)" in cap and "20.00 to 18.00 ms (1.11× less)" in cap
+    assert "KV bytes scale with KV heads" in cap and "decode time only partly (1.11×)" in cap
+    assert "not a like-for-like" not in cap
+    # the setup sections are untouched: each model still has its own
+    assert md.count("## qwen2.5-0.5b") == 3
+
+
+def test_architectures_flags_unlike_models(tmp_path):
+    s = tmp_path / "s"
+    _arch_store(s, ARCH[:2])
+    RunFile(s, "run-x").append(row({**QWEN, "model": "other-arch"}, "2024-03-03T00:00:00+00:00", cache="dynamic",
+                                   kv_heads=4, kv_cache_mib=PER_HEAD * 8, kv_theory_mib=PER_HEAD * 8))
+    report.write_report(s, tmp_path / "o")
+    assert "not a like-for-like comparison" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_no_architectures_without_groups(store, tmp_path):
+    # the shared fixture has no kv_heads at all; then one kv_heads value only, and a null beside it
+    for i, variants in enumerate(([], [("qwen2.5-0.5b", 2, 18.0), ("qwen2.5-0.5b-x", 2, 18.0),
+                                       ("qwen2.5-0.5b-old", None, 18.0)])):
+        s = tmp_path / f"s{i}"
+        if variants:
+            _arch_store(s, variants)
+        else:
+            s = store
+        names = {p.name for p in report.write_report(s, tmp_path / f"o{i}")}
+        assert not any(n.startswith("architectures_") for n in names)
+        assert not any(p.name.startswith("architectures_") for p in (tmp_path / f"o{i}").iterdir())
+        assert "Architectures side by side" not in (tmp_path / f"o{i}" / "report.md").read_text()
+
+
+def test_architectures_byte_identical(tmp_path):
+    s = tmp_path / "s"
+    _arch_store(s, ARCH + [("qwen2.5-0.5b-gqa7", 7, 19.0)])
+    a = report.write_report(s, tmp_path / "a")
+    with matplotlib.rc_context({"font.size": 20, "lines.linewidth": 5}):
+        b = report.write_report(s, tmp_path / "b")
+    assert any(p.name.startswith("architectures_") for p in a)
+    assert [p.name for p in a] == [p.name for p in b]
+    for pa, pb in zip(a, b):
+        assert pa.read_bytes() == pb.read_bytes(), pa.name
