@@ -94,3 +94,15 @@ def test_joblib_launcher_runs_cells_in_parallel_processes(subprocess_env, tmp_pa
     assert sorted(x["cache"] for x in rows) == ["dynamic", "none", "static"]
     assert all(x["status"] == "ok" for x in rows)
     assert len({x["run_id"] for x in rows}) == 1  # one sweep, one id, a file per worker process
+
+
+def test_submitit_local_executor_runs_the_sweep(subprocess_env, tmp_path):
+    """The Slurm path (hydra-submitit-launcher) through submitit's local executor."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    store = tmp_path / "s"
+    r = bench(["run", "-m", *SMALL, "cache=none,dynamic", "hydra/launcher=submitit_local",
+               "hydra.launcher.timeout_min=10", f"store={store}"], subprocess_env, tmp_path, timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    files, rows = store_rows(store)
+    assert sorted(x["cache"] for x in rows) == ["dynamic", "none"] and all(x["status"] == "ok" for x in rows)
+    assert len(files) == 2  # each submitit job is its own process and writes its own file
