@@ -94,3 +94,18 @@ def subprocess_env(kvbench_cache) -> dict:
     env.pop("KVBENCH_FAULT", None)
     env["COLUMNS"] = "200"  # rich wraps long lines at the terminal width; keep an error on one line
     return env
+
+
+def run_without_torch(code: str, args: list, tmp_path: Path):
+    """Run `code` in a subprocess where torch/transformers are empty stand-ins; `code` ends by asserting
+    neither landed in sys.modules (an import, even lazy or guarded, would put them there)."""
+    import subprocess
+
+    fake = tmp_path / "fake"
+    for m in ("torch", "transformers"):
+        (fake / m).mkdir(parents=True)
+        (fake / m / "__init__.py").write_text("")
+    code += "; bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True)

@@ -12,6 +12,7 @@ import matplotlib
 import pytest
 
 from bench import compare as cmp
+from tests.conftest import run_without_torch
 from bench.record import CELL_KEYS, Record
 from bench.store import RunFile, load
 
@@ -310,16 +311,8 @@ def test_pinned_matplotlib_settings(stores, tmp_path, monkeypatch):
 
 
 def test_no_torch_import(stores, tmp_path):
-    # Importable stand-ins: if compare imports torch/transformers (even lazily, even guarded) they land in sys.modules.
-    fake = tmp_path / "fake"
-    for m in ("torch", "transformers"):
-        (fake / m).mkdir(parents=True)
-        (fake / m / "__init__.py").write_text("")
-    code = ("import sys, bench.compare as c; rc = c.main(sys.argv[1:]); assert rc == 0, rc; "
-            "bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
-    res = subprocess.run([sys.executable, "-c", code, str(stores[0]), str(stores[1]), f"out={tmp_path / 'o'}"],
-                         cwd=ROOT, env=env, capture_output=True, text=True)
+    res = run_without_torch("import sys, bench.compare as c; rc = c.main(sys.argv[1:]); assert rc == 0, rc",
+                            [stores[0], stores[1], f"out={tmp_path / 'o'}"], tmp_path)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "o" / "compare.md").exists()
 

@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
+from tests.conftest import run_without_torch
 from bench import report
 from bench.record import Record
 from bench.store import RunFile
@@ -182,16 +183,8 @@ def test_byte_identical(store, tmp_path):
 
 
 def test_no_torch_import(store, tmp_path):
-    # Importable stand-ins: if report imports torch/transformers (even lazily, even guarded) they land in sys.modules.
-    fake = tmp_path / "fake"
-    for m in ("torch", "transformers"):
-        (fake / m).mkdir(parents=True)
-        (fake / m / "__init__.py").write_text("")
-    code = ("import sys, bench.report as r; r.write_report(sys.argv[1], sys.argv[2]); "
-            "bad = {'torch', 'transformers'} & set(sys.modules); assert not bad, bad")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
-    res = subprocess.run([sys.executable, "-c", code, str(store), str(tmp_path / "o")], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+    res = run_without_torch("import sys, bench.report as r; r.write_report(sys.argv[1], sys.argv[2])",
+                            [store, tmp_path / "o"], tmp_path)
     assert res.returncode == 0, res.stderr
 
 
