@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import progress
 from .config import ConfigError, RunConfig, validate
 from .fit import check_fits
-from .isolation import Worker
+from .isolation import Worker, failed_row
 from .record import conditions
 from .store import RunFile, check_writable, files, read_rows
 
@@ -52,16 +52,29 @@ def describe(cfg: RunConfig) -> str:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(dcfg: DictConfig) -> None:
     cfg: RunConfig = OmegaConf.to_object(dcfg)
+    sweeping = HydraConfig.get().mode.name == "MULTIRUN"
     try:
         arch = cfg.model.arch  # the positions limit, checked before any model loads where the config says it
         validate(cfg, arch.get("max_position_embeddings") or arch.get("n_positions"))
         check_writable(cfg.store)
-        check_fits(cfg)
     except (ConfigError, OSError) as e:
         progress.stop()
         raise SystemExit(f"error: {e}")
     desc = describe(cfg)
     progress.running(desc)
+    try:
+        if cfg.fit_check:
+            check_fits(cfg)
+    except ConfigError as e:
+        if not sweeping:  # one cell asked for: say why, write nothing
+            progress.stop()
+            raise SystemExit(f"error: {e}")
+        # in a sweep the other cells go on; this one gets a row saying the planner refused it
+        row = failed_row(cfg, cfg.device if cfg.device != "auto" else _device(cfg), RUN_ID,
+                         f"not run: the planner predicts it cannot fit: {e} (fit_check=false runs it anyway)")
+        row["status"] = "oom"
+        _write(cfg, row, desc, sweeping)
+        return
     if cfg.resume and conditions(cfg, _device(cfg)).cell_id in _recorded(cfg.store):
         progress.console.log(f"{desc}: skipped, already in {cfg.store} (resume=true)")
         progress.finished(desc, "skipped")
@@ -73,6 +86,10 @@ def main(dcfg: DictConfig) -> None:
     else:
         from .runner import run_cell  # torch loads only once the input is known to be good
         row = run_cell(cfg, RUN_ID).as_row()
+    _write(cfg, row, desc, sweeping)
+
+
+def _write(cfg: RunConfig, row: dict, desc: str, sweeping: bool) -> None:
     run_file = _run_files.setdefault(cfg.store, RunFile(cfg.store, RUN_ID))
     run_file.append(row)
     line = (f"{desc}: {row['status']}" + (f" ({row['error']})" if row["error"] else "") +
@@ -80,5 +97,5 @@ def main(dcfg: DictConfig) -> None:
              if row["status"] == "ok" else ""))
     progress.console.log(line)
     progress.finished(desc, row["status"])
-    if not HydraConfig.get().mode.name == "MULTIRUN":
+    if not sweeping:
         progress.console.log(f"row written to {run_file.path}")

@@ -74,6 +74,7 @@ class RunConfig:
     resume: bool = False                # skip cells the store already holds as ok/unavailable
     isolate: bool = True                # run cells in a worker process: a crash costs one cell
     cell_timeout_s: Optional[float] = None  # with isolate: kill a cell running longer than this
+    fit_check: bool = True              # refuse, before loading, a cell the planner says cannot fit (false: let the device answer)
 
 
 # transformers' defaults, and the axes each backend accepts along with its nbits.

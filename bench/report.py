@@ -20,6 +20,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
+from . import headline
 from .store import load
 
 # Conditions shared by every bar of one figure, and those that tell strategies apart within it.
@@ -61,7 +62,10 @@ QUALITY_NOTE = ("Quality against KV memory: x is the KV bytes a strategy saves a
                 "and, in the second panel, greedy agreement with the dynamic cache's tokens; marker colour is "
                 "decode throughput. Points that coincide share one label, which gives each one's throughput.")
 COLD_NOTE = ("cold_e2e_ms is the first warm-up call: it includes compilation, plan building and allocator "
-             "growth, and is kept apart from the timed repeats (ttft/tpot/e2e are medians of those).")
+             "growth, and is kept apart from the timed repeats (ttft/tpot/e2e are medians of those). "
+             "cold_x = cold_e2e_ms / e2e_ms: how many steady calls the first one cost; cold_e2e_ms - e2e_ms is the "
+             "one-off cost (for compiled rows, mostly compile time). A cell pays the cold start only for shapes and "
+             "kernels no earlier cell of the same process had used.")
 
 
 # ---------------------------------------------------------------- values and labels
@@ -562,7 +566,7 @@ def _arch_section(groups: list[tuple[dict, pd.DataFrame]], images: list[str]) ->
 # ---------------------------------------------------------------- markdown
 
 TABLE = ("strategy", "status", "attn_used", "sdpa_backend_used", "compiled", "ttft_ms", "tpot_ms", "e2e_ms",
-         "decode_tok_s", "cold_e2e_ms", "weights_mib", "kv_cache_mib", "kv_theory_mib", "peak_mem_mib")
+         "decode_tok_s", "cold_e2e_ms", "cold_x", "weights_mib", "kv_cache_mib", "kv_theory_mib", "peak_mem_mib")
 # Appended to a setup's table only where some row of that setup has a value (keeps tables narrow).
 OPTIONAL = ("kv_quantized_share", "mbu", "ppl", "ppl_delta", "agreement", "first_divergence")
 QUALITY = ("ppl", "ppl_delta", "agreement", "first_divergence")  # real weights only
@@ -583,6 +587,9 @@ def _cell(r, col: str) -> str:
         return _f(r[col])
     if col == "decode_tok_s":
         return _f(r[col], 1)
+    if col == "cold_x":  # first call over a steady one
+        x = _num(r["cold_e2e_ms"]) / _num(r["e2e_ms"])
+        return "–" if math.isnan(x) else f"{x:.1f}x"
     if col == "mbu":
         return _f(r[col], 3)
     if col == "ppl":
@@ -711,6 +718,9 @@ def write_report(store="results", out="plots") -> list[Path]:
                     written += images
                 sup = superseded[superseded["_key"].isin(set(ok["_key"]))]
                 md += _setup_section(s, rows, sup, [p.name for p in images], notes)
+            lines, images = headline.section(shown[shown["status"] == "ok"], CELL, out, slug, _save)
+            md += lines
+            written += images
             groups = architecture_groups(shown)
             if groups:
                 images, used = [], set()

@@ -1,20 +1,68 @@
 #!/usr/bin/env bash
-# What ran on the H100 for the committed results (device tool; $OUT comes back).
-# Usage: bash scripts/gpu_session.sh STEP...   steps: setup sweep user overhead
+# The H100 runs behind the committed GPU results, as run through the device tool.
+#
+#   bash scripts/gpu_session.sh start        # install the carried wheels (.whl/), then run every stage
+#                                            # detached, so the work goes on between device calls
+#   bash scripts/gpu_session.sh collect 540  # wait up to 540 s (or until all stages are done), then pack
+#                                            # results/ and logs/ so far into $OUT/kvgpu.tgz
+#   bash scripts/gpu_session.sh stages       # the same stages in the foreground (any CUDA machine)
+#
+# Stages run in priority order: whatever the device time allows, the most important rows exist.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-for step in "$@"; do
-  case $step in
-    setup)
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-      export PYTHONPATH=/tmp/site:$PWD
-      python3 -m bench env ;;
-    sweep)   # the default sweep for gpt2 (random weights: no hub here)
-      python3 -m bench run sweep=default model=gpt2 store="$OUT/results" 2>&1 | grep -v "^\[20" | tee -a "$OUT/sweep.log" ;;
-    user)    # the README's second user command, as typed
-      python3 -m bench run cache=quantized nbits=4 store="$OUT/results" 2>&1 | tail -5 | tee -a "$OUT/user.log" ;;
-    overhead)
-      python3 scripts/overhead_check.py model=gpt2 cache=dynamic repeats=5 2>&1 | tail -30 | tee "$OUT/overhead.json.log" ;;
-  esac
-done
+W=${KVGPU_DIR:-/tmp/kvgpu}
+STORE=$W/results
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site:$PWD
+
+run() {  # run NAME ARGS...: one `bench run` with its own log; a failing stage never stops the next
+  local name=$1; shift
+  echo "=== $name start $(date +%T)" >>"$W/stages.log"
+  python3 -m bench run "$@" store="$STORE" >"$W/logs/$name.log" 2>&1
+  echo "=== $name rc=$? end $(date +%T)" >>"$W/stages.log"
+}
+
+stages() {
+  mkdir -p "$W/logs" "$STORE"
+  python3 -m bench env >"$W/logs/env.log" 2>&1
+  # issue 4.1: the headline at batch 1 (cache vs none, eager and sdpa, 1000 new tokens)
+  run headline-b1 sweep=headline batch=1
+  # issue 2: the default sweep's cells that failed or crashed on the first H100 run, and a repeat of
+  # the ones that worked (does a second run agree?)
+  run gpt2-paged-offst -m model=gpt2 cache=paged,offloaded_static attn=eager,sdpa cell_timeout_s=180
+  run gpt2-offst-nocompile -m model=gpt2 cache=offloaded_static compile=off attn=eager,sdpa
+  run gpt2-repeat -m model=gpt2 cache=none,dynamic,static attn=eager,sdpa
+  echo "=== overhead start $(date +%T)" >>"$W/stages.log"
+  python3 scripts/overhead_check.py model=gpt2 cache=dynamic device=cuda >"$W/logs/overhead.log" 2>&1
+  echo "=== overhead rc=$? end $(date +%T)" >>"$W/stages.log"
+  # issue 4.3: 7B shapes, every strategy (sdpa), then the batch a quantized cache makes room for
+  run llama7b-sdpa sweep=llama7b attn=sdpa
+  run llama7b-batch sweep=llama7b_batch
+  # flash-attn (fp16 gpt2) and the SDPA cold start at full length in fp16
+  run gpt2-fp16 -m model=gpt2 dtype=float16 cache=dynamic,static,paged attn=eager,sdpa,flash_attention_2
+  run gpt2-fp16-1000 -m model=gpt2 dtype=float16 prompt_len=8 new_tokens=1000 repeats=2 cache=dynamic attn=sdpa,eager
+  # 7B: the other attention paths, and offloaded_static without compile
+  run llama7b-attn sweep=llama7b cache=dynamic,static,paged,quantized attn=flash_attention_2,eager,flex_attention
+  run llama7b-offst-nocompile sweep=llama7b cache=offloaded_static compile=off attn=sdpa
+  # 4096-token prompts (Llama-3-8B shapes)
+  run llama8b-4096 sweep=llama7b_long cache=none,dynamic,static,quantized,paged,offloaded attn=sdpa
+  run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static,paged attn=flash_attention_2
+  # the headline at batch 8
+  run headline-b8 sweep=headline batch=8 attn=sdpa,eager
+  touch "$W/done"
+}
+
+case ${1:-} in
+  start)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+    mkdir -p "$W/logs"
+    setsid nohup bash "$0" stages >"$W/logs/driver.log" 2>&1 < /dev/null &
+    sleep 2; echo "started; stages log: $W/stages.log" ;;
+  collect)
+    end=$((SECONDS + ${2:-540}))
+    while [ $SECONDS -lt "$end" ] && [ ! -e "$W/done" ]; do sleep 5; done
+    cat "$W/stages.log"; tail -n 3 "$W"/logs/*.log | grep -v "^$" | tail -n 60
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader
+    tar czf "${OUT:-/tmp/out}/kvgpu.tgz" -C "$W" results logs stages.log
+    [ -e "$W/done" ] && echo ALL-DONE ;;
+  stages) stages ;;
+  *) echo "usage: $0 start|collect SECONDS|stages" >&2; exit 2 ;;
+esac

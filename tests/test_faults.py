@@ -84,6 +84,19 @@ def test_a_batch_that_cannot_fit_is_refused_before_loading(subprocess_env, tmp_p
     assert not list((tmp_path / "s").glob("*.jsonl"))
 
 
+def test_in_a_sweep_a_cell_that_cannot_fit_gets_a_row_and_the_others_run(subprocess_env, tmp_path):
+    store = tmp_path / "s"
+    r = bench(["run", "-m", *SMALL, "batch=1,1000000000", "cache=dynamic", f"store={store}"], subprocess_env, tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    _, rows = store_rows(store)
+    by_batch = {row["batch"]: row for row in rows}
+    assert sorted(by_batch) == [1, 1000000000]
+    assert by_batch[1]["status"] == "ok"
+    refused = by_batch[1000000000]
+    assert refused["status"] == "oom" and "planner predicts it cannot fit" in refused["error"]
+    assert "largest batch that fits is" in refused["error"] and refused["tpot_ms"] is None
+
+
 def test_joblib_launcher_runs_cells_in_parallel_processes(subprocess_env, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     store = tmp_path / "s"

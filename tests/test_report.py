@@ -282,3 +282,34 @@ def test_architectures_byte_identical(tmp_path):
     assert [p.name for p in a] == [p.name for p in b]
     for pa, pb in zip(a, b):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
+
+
+def test_cache_vs_no_cache_pairs_ratios_and_figure(tmp_path):
+    """The headline comparison: cumulative time from step medians, ratio by token, one figure per setup."""
+    long = {**GPU, "weights": "random", "prompt_len": 8, "new_tokens": 300}
+    grow = [5.0 + 0.1 * i for i in range(299)]
+    s = tmp_path / "s"
+    f = RunFile(s, "r")
+    for batch in (1, 4):
+        f.append(row(long, "2024-03-01T00:00:00+00:00", cache="dynamic", batch=batch, ttft_ms=10.0,
+                     step_ms=[5.0] * 299, e2e_ms=10.0 + 5.0 * 299))
+        f.append(row(long, "2024-03-01T00:00:01+00:00", cache="none", batch=batch, ttft_ms=10.0, step_ms=grow,
+                     e2e_ms=10.0 + sum(grow)))
+    # a no-cache row with another attention path has no cached partner: no pair
+    f.append(row(long, "2024-03-01T00:00:02+00:00", cache="none", attn="eager", step_ms=grow, e2e_ms=1.0))
+    paths = report.write_report(s, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    sec = md.split("## KV cache vs no cache")[1].split("\n## ")[0]
+    body = [ln for ln in sec.splitlines() if ln.startswith("| tiny-gpt2")]
+    assert len(body) == 2  # batch 1 and 4 with sdpa; the lone eager row pairs with nothing
+    cells = [c.strip() for c in body[0].strip("|").split("|")]
+    head = [c.strip() for c in next(ln for ln in sec.splitlines() if ln.startswith("| model")).strip("|").split("|")]
+    got = dict(zip(head, cells))
+    assert got["batch"] == "1" and got["attn"] == "sdpa"
+    assert got["e2e cache (s)"] == "1.50" and got["e2e no cache (s)"] == "5.96" and got["ratio"] == "3.96x"
+    assert got["ratio @100"] == "1.96" and got["ratio @250"] == f"{(10 + sum(grow[:249])) / (10 + 5 * 249):.2f}"
+    assert "ratio @500" not in head  # no row generated that many
+    assert got["last step cache (ms)"] == "5.00" and got["last step no cache (ms)"] == "34.80"
+    fig = [p for p in paths if p.name.startswith("kv_vs_nocache_")]
+    assert [p.name for p in fig] == ["kv_vs_nocache_tiny-gpt2_random_cuda_nvidia-h100-80gb-hbm3_float16_ball_p8_n300.png"]
+    assert f"]({fig[0].name})" in md
