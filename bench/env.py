@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata as md
 import platform
 import socket
@@ -30,6 +31,27 @@ def _git_sha() -> str:
         return ""
 
 
+def _code_hash() -> str:
+    """Hash of the package and its configs as they are on disk: names the code that ran even where the
+    git metadata is missing or stale (a copied tree)."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha1()
+    for p in sorted([*root.joinpath("bench").glob("*.py"), *root.joinpath("conf").rglob("*.yaml")]):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _cpu() -> str:
+    """The host CPU model: at batch 1 a GPU decode step is often bound by the host launching kernels."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _driver() -> str:
     try:
         return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
@@ -43,6 +65,7 @@ def environment(device: str) -> dict:
     cuda = device == "cuda" and torch.cuda.is_available()
     return {
         "gpu": torch.cuda.get_device_name() if cuda else "",
+        "cpu": _cpu(),
         "driver": _driver() if cuda else "",
         "cuda": (torch.version.cuda or "") if cuda else "",
         "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
@@ -53,6 +76,7 @@ def environment(device: str) -> dict:
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "git_sha": _git_sha(),
+        "code_hash": _code_hash(),
     }
 
 

@@ -47,6 +47,10 @@ class Clock:
         return [(m - self.marks[0]) * 1e3 for m in self.marks[1:]]
 
 
+# Called with the count of new tokens after each one arrives (sdpa_backends_seen stops its profiler early).
+_on_token: Optional[Callable[[int], None]] = None
+
+
 class TokenMarks:
     """A generate() streamer that only marks the clock when each new token arrives.
 
@@ -59,6 +63,8 @@ class TokenMarks:
         self.calls += 1
         if self.calls > 1:  # the first put is the prompt
             self.clock.mark()
+            if _on_token is not None:
+                _on_token(self.calls - 1)
 
     def end(self) -> None:
         pass
@@ -227,12 +233,30 @@ SDPA_OPS = {
 }
 
 
-def sdpa_backends_seen(run: Callable[[], object]) -> str:
-    """Run `run` under the profiler and name the SDPA kernels PyTorch dispatched to."""
+def sdpa_backends_seen(run: Callable[[], object], steps: int = 4) -> str:
+    """Name the SDPA kernels PyTorch dispatched to in `run` (a time_generate call): the prefill and the
+    first `steps` decode steps run under the profiler, which then stops. The call keeps the cell's exact
+    shapes (a shorter one would resize a static cache and recompile); profiling all of a 1000-token
+    call cost minutes."""
+    global _on_token
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    prof = profile(activities=[ProfilerActivity.CPU])
+    stopped = []
+
+    def stop(n: int) -> None:
+        if n > steps and not stopped:
+            stopped.append(n)
+            prof.stop()
+
+    prof.start()
+    _on_token = stop
+    try:
         run()
+    finally:
+        _on_token = None
+        if not stopped:
+            prof.stop()
     seen = set()
     for ev in prof.events():
         name = ev.name.removeprefix("aten::")

@@ -41,7 +41,7 @@ class Record:
     seed: int = 0
     # --- what actually ran ---
     attn_used: str = ""                   # model.config._attn_implementation after loading/switching
-    sdpa_backend_used: str = ""           # SDPA kernels seen by the profiler in one untimed step ('' if none ran)
+    sdpa_backend_used: str = ""           # SDPA kernels the profiler saw in an untimed call (prefill + 4 steps); '' if none
     compiled: Optional[bool] = None       # whether generate compiled the forward (dynamo produced graphs)
     status: str = "ok"                    # ok | unavailable | oom | error
     error: str = ""                       # reason when status != ok
@@ -80,6 +80,7 @@ class Record:
     quality_tokens: Optional[int] = None       # tokens scored for ppl
     # --- environment ---
     gpu: str = ""
+    cpu: str = ""                          # host CPU model (launch-bound decode depends on it)
     driver: str = ""
     cuda: str = ""
     cudnn: str = ""
@@ -90,6 +91,7 @@ class Record:
     python: str = ""
     host: str = ""
     git_sha: str = ""
+    code_hash: str = ""                    # hash of bench/*.py and conf/**/*.yaml as they ran
     timestamp: str = ""
     schema_version: int = SCHEMA_VERSION
 

@@ -385,3 +385,32 @@ def test_several_eos_ids(make_cfg, monkeypatch):
     monkeypatch.setattr(model.generation_config, "eos_token_id", [999, 998])
     r = run_cell(cfg, "test-run")
     assert r.status == "ok", r.error
+
+
+# ---- (k) what ran: the SDPA profile is short, the environment names the host CPU and the code ----
+
+def test_sdpa_profile_covers_prefill_and_four_steps_then_stops(make_cfg, monkeypatch):
+    """Profiling a whole long call cost minutes on the H100: the profiler must stop after 4 decode steps
+    while the call itself still runs to its full length."""
+    import torch.profiler as tp
+
+    cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "attn=sdpa")
+    model = runner.get_model(cfg, "cpu").model
+    ids = models.prompt_ids(model.config.vocab_size, 1, 8)
+    events = []
+    put, stop = measure.TokenMarks.put, tp.profile.stop
+    monkeypatch.setattr(measure.TokenMarks, "put", lambda self, v: (events.append("token"), put(self, v))[1])
+    monkeypatch.setattr(tp.profile, "stop", lambda self: (events.append("stop"), stop(self))[1])
+    seen = measure.sdpa_backends_seen(lambda: measure.time_generate(model, ids, 20, {}, "cpu"))
+    assert events.count("stop") == 1
+    # the prompt's put, then 5 new tokens (prefill's token + 4 steps), then the stop, then the rest
+    assert events.index("stop") == 6 and events.count("token") == 21
+    assert seen in ("flash (cpu)", "math", "efficient")  # an SDPA kernel was seen in the profiled part
+
+
+def test_rows_name_the_host_cpu_and_the_code(rows):
+    from bench.env import _code_hash, _cpu
+
+    r = rows["tiny-gpt2", "dynamic"][1]
+    assert r.cpu and r.cpu == _cpu()
+    assert len(r.code_hash) == 12 and r.code_hash == _code_hash()
