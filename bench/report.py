@@ -135,6 +135,25 @@ def kv_mismatch(r) -> float | None:
 
 # ---------------------------------------------------------------- selecting rows
 
+LOADED = ("weights", "gpu", "dtype")  # known only once a model has loaded
+PLACE_BY = ("model", "device", "batch", "prompt_len", "new_tokens")
+
+
+def _place_unloaded(df: pd.DataFrame) -> None:
+    """A row written without a loaded model (its worker crashed, or the planner refused the cell) lacks
+    the loaded dtype and GPU. Show it in the one setup of its model and lengths that has them, if exactly
+    one does; otherwise it keeps a setup of its own. Display only: the store keeps what was written."""
+    loaded = df[df["dtype"] != ""]
+    for i in df.index[df["dtype"] == ""]:
+        r = df.loc[i]
+        same = loaded[(loaded[list(PLACE_BY)] == r[list(PLACE_BY)]).all(axis=1)]
+        if r["weights"] not in ("", "auto"):
+            same = same[same["weights"] == r["weights"]]
+        setups = same[list(LOADED)].drop_duplicates()
+        if len(setups) == 1:
+            df.loc[i, list(LOADED)] = setups.iloc[0].values
+
+
 def select(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(all rows normalised, shown, superseded, not_ok), each oldest first.
 
@@ -146,6 +165,7 @@ def select(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
         df[c] = df[c].map(_s)
     df["_ts"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
     df = df.sort_values(["_ts", "run_id"], kind="stable", na_position="first")  # oldest first
+    _place_unloaded(df)
     df["strategy"] = df.apply(strategy_label, axis=1)
     df["_key"] = [tuple(v) for v in df[list(CELL)].values]
     ok = df[df["status"] == "ok"]

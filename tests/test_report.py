@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import run_without_torch
 from bench import report
 from bench.record import Record
-from bench.store import RunFile
+from bench.store import RunFile, load
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU = dict(model="tiny-gpt2", weights="real", device="cuda", gpu="NVIDIA H100 80GB HBM3", dtype="float16",
@@ -313,3 +313,26 @@ def test_cache_vs_no_cache_pairs_ratios_and_figure(tmp_path):
     fig = [p for p in paths if p.name.startswith("kv_vs_nocache_")]
     assert [p.name for p in fig] == ["kv_vs_nocache_tiny-gpt2_random_cuda_nvidia-h100-80gb-hbm3_float16_ball_p8_n300.png"]
     assert f"]({fig[0].name})" in md
+
+
+def test_a_row_written_without_a_loaded_model_joins_its_setup(tmp_path):
+    """A crashed worker's row has no loaded dtype or GPU: it belongs in its model's one setup, not its own."""
+    s = tmp_path / "s"
+    f = RunFile(s, "r")
+    f.append(row(GPU, "2024-03-01T00:00:00+00:00", cache="dynamic"))
+    crashed = {**GPU, "weights": "auto", "dtype": "", "gpu": ""}
+    f.append(Record(**crashed, run_id="r", cache="offloaded_static", attn="sdpa", status="error",
+                    error="the worker process died during this cell (signal SIGSEGV)",
+                    timestamp="2024-03-01T00:00:01+00:00").as_row())
+    # another model with no loaded row to borrow from keeps a setup of its own
+    f.append(Record(**{**crashed, "model": "other"}, run_id="r", cache="static", status="error", error="boom",
+                    timestamp="2024-03-01T00:00:02+00:00").as_row())
+    report.write_report(s, tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    heads = [ln for ln in md.splitlines() if ln.startswith("## ")]
+    assert "## tiny-gpt2, real weights, cuda (NVIDIA H100 80GB HBM3), float16, batch 1, prompt 16 tok, 9 new tok" in heads
+    assert not any(h.startswith("## tiny-gpt2, auto weights") for h in heads)
+    assert any(h.startswith("## other, auto weights") for h in heads)
+    rows = _table_rows(_section(md, "tiny-gpt2"))
+    assert rows["offloaded_static / sdpa"]["status"] == "error"
+    assert load(s).query("cache == 'offloaded_static'")["dtype"].tolist() == [""]  # the store is untouched
