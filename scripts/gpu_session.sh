@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The H100 runs behind the committed GPU results, as run through the device tool.
 #
-#   bash scripts/gpu_session.sh start        # install the carried wheels (.whl/), then run every stage
-#                                            # detached, so the work goes on between device calls
+#   bash scripts/gpu_session.sh start [STAGE...]  # install the carried wheels (.whl/), then run the stages
+#                                            # (all, or those named) detached: the work goes on between calls
 #   bash scripts/gpu_session.sh collect 540  # wait up to 540 s (or until all stages are done), then pack
 #                                            # results/ and logs/ so far into $OUT/kvgpu.tgz
-#   bash scripts/gpu_session.sh stages       # the same stages in the foreground (any CUDA machine)
+#   bash scripts/gpu_session.sh stages [STAGE...]  # the same in the foreground (any CUDA machine)
 #
 # Stages run in priority order: whatever the device time allows, the most important rows exist.
 set -uo pipefail
@@ -13,8 +13,12 @@ W=${KVGPU_DIR:-/tmp/kvgpu}
 STORE=$W/results
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site:$PWD
 
+ONLY=""  # stage names to run ("" = all)
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
+
 run() {  # run NAME ARGS...: one `bench run` with its own log; a failing stage never stops the next
   local name=$1; shift
+  want "$name" || return 0
   echo "=== $name start $(date +%T)" >>"$W/stages.log"
   python3 -m bench run "$@" store="$STORE" >"$W/logs/$name.log" 2>&1
   echo "=== $name rc=$? end $(date +%T)" >>"$W/stages.log"
@@ -30,12 +34,17 @@ stages() {
   run gpt2-paged-offst -m model=gpt2 cache=paged,offloaded_static attn=eager,sdpa cell_timeout_s=180
   run gpt2-offst-nocompile -m model=gpt2 cache=offloaded_static compile=off attn=eager,sdpa
   run gpt2-repeat -m model=gpt2 cache=none,dynamic,static attn=eager,sdpa
-  echo "=== overhead start $(date +%T)" >>"$W/stages.log"
-  python3 scripts/overhead_check.py model=gpt2 cache=dynamic device=cuda >"$W/logs/overhead.log" 2>&1
-  echo "=== overhead rc=$? end $(date +%T)" >>"$W/stages.log"
+  if want overhead; then
+    echo "=== overhead start $(date +%T)" >>"$W/stages.log"
+    python3 scripts/overhead_check.py model=gpt2 cache=dynamic device=cuda >"$W/logs/overhead.log" 2>&1
+    echo "=== overhead rc=$? end $(date +%T)" >>"$W/stages.log"
+  fi
   # issue 4.3: 7B shapes, every strategy (sdpa), then the batch a quantized cache makes room for
   run llama7b-sdpa sweep=llama7b attn=sdpa
   run llama7b-batch sweep=llama7b_batch
+  run llama7b-qbatch sweep=llama7b_batch cache=quantized,quantized_int2,quantized_hqq  # the quantized half alone
+  # the headline at batch 8: where the cache's advantage should appear
+  run headline-b8 sweep=headline batch=8 attn=sdpa,eager
   # flash-attn (fp16 gpt2) and the SDPA cold start at full length in fp16
   run gpt2-fp16 -m model=gpt2 dtype=float16 cache=dynamic,static,paged attn=eager,sdpa,flash_attention_2
   run gpt2-fp16-1000 -m model=gpt2 dtype=float16 prompt_len=8 new_tokens=1000 repeats=2 cache=dynamic attn=sdpa,eager
@@ -45,8 +54,6 @@ stages() {
   # 4096-token prompts (Llama-3-8B shapes)
   run llama8b-4096 sweep=llama7b_long cache=none,dynamic,static,quantized,paged,offloaded attn=sdpa
   run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static,paged attn=flash_attention_2
-  # the headline at batch 8
-  run headline-b8 sweep=headline batch=8 attn=sdpa,eager
   touch "$W/done"
 }
 
@@ -54,7 +61,8 @@ case ${1:-} in
   start)
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
     mkdir -p "$W/logs"
-    setsid nohup bash "$0" stages >"$W/logs/driver.log" 2>&1 < /dev/null &
+    shift
+    setsid nohup bash "$0" stages "$@" >"$W/logs/driver.log" 2>&1 < /dev/null &
     sleep 2; echo "started; stages log: $W/stages.log" ;;
   collect)
     end=$((SECONDS + ${2:-540}))
@@ -63,6 +71,6 @@ case ${1:-} in
     nvidia-smi --query-gpu=memory.used --format=csv,noheader
     tar czf "${OUT:-/tmp/out}/kvgpu.tgz" -C "$W" results logs stages.log
     [ -e "$W/done" ] && echo ALL-DONE ;;
-  stages) stages ;;
+  stages) shift; ONLY="$*"; stages ;;
   *) echo "usage: $0 start|collect SECONDS|stages" >&2; exit 2 ;;
 esac
