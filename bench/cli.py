@@ -71,8 +71,7 @@ def main(dcfg: DictConfig) -> None:
             raise SystemExit(f"error: {e}")
         # in a sweep the other cells go on; this one gets a row saying the planner refused it
         row = failed_row(cfg, cfg.device if cfg.device != "auto" else _device(cfg), RUN_ID,
-                         f"not run: the planner predicts it cannot fit: {e} (fit_check=false runs it anyway)")
-        row["status"] = "oom"
+                         f"not run: the planner predicts it cannot fit: {e} (fit_check=false runs it anyway)", "oom")
         _write(cfg, row, desc, sweeping)
         return
     if cfg.resume and conditions(cfg, _device(cfg)).cell_id in _recorded(cfg.store):

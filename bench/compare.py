@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .record import CELL_KEYS
-from .report import RC, SETUP, _figure, _md, _num, _s, _save, setup_title, slug, strategy_label
+from .report import RC, SETUP, _figure, _md, _nat, _num, _s, _save, setup_title, slug, strategy_label
 from .store import load
 
 SETUP_KEYS = tuple(k for k in SETUP if k != "gpu")  # a figure/table: model, weights, device, dtype, lengths
@@ -129,15 +129,6 @@ def select_side(spec: str, side: str = "base") -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- matching cells
-
-def _nat(v: str):
-    """Sort key: numbers by value, text by text, numbers first."""
-    try:
-        x = float(v)
-        return (0, x if math.isfinite(x) else 0.0, v)
-    except ValueError:
-        return (1, 0.0, v)
-
 
 def _natkey(key: tuple) -> tuple:
     return tuple(_nat(v) for v in key)

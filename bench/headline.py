@@ -15,6 +15,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .report import CELL, _f, _nat, _num, _save, setup_title, slug
+
 FIGURE_MIN_TOKENS = 256          # shorter runs get a table row but no curve
 MARKS = (100, 250, 500, 1000)    # tokens generated at which the table quotes the ratio
 TAIL_STEPS = 20                  # the table's late step time: median of the last this many steps (one step is noisy)
@@ -27,13 +29,6 @@ NOTE = ("Pairs of a dynamic-cache row and a no-cache row (`use_cache=False`) wit
         "cache's own per-step work costs more than the recomputation it saves.")
 
 
-def _num(v) -> float:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def cumulative_ms(row) -> np.ndarray | None:
     """time(k) for k = 1..new_tokens, or None without per-step timings."""
     steps = row["step_ms"]
@@ -42,22 +37,17 @@ def cumulative_ms(row) -> np.ndarray | None:
     return _num(row["ttft_ms"]) + np.concatenate([[0.0], np.cumsum([_num(v) for v in steps])])
 
 
-def pairs(ok: pd.DataFrame, cell: tuple[str, ...]) -> pd.DataFrame:
+def pairs(ok: pd.DataFrame) -> pd.DataFrame:
     """One row per (dynamic, none) pair of equal conditions; columns suffixed _kv and _nokv."""
-    key = [c for c in cell if c != "cache"]
+    key = [c for c in CELL if c != "cache"]
     kv, nokv = ok[ok["cache"] == "dynamic"], ok[ok["cache"] == "none"]
     if kv.empty or nokv.empty:
         return pd.DataFrame()
-    cols = ["ttft_ms", "tpot_ms", "e2e_ms", "e2e_p10_ms", "e2e_p90_ms", "step_ms", "attn_used", "sdpa_backend_used"]
+    cols = ["ttft_ms", "e2e_ms", "step_ms", "sdpa_backend_used"]
     m = kv[key + cols].merge(nokv[key + cols], on=key, suffixes=("_kv", "_nokv"))
     m["ratio"] = [_num(a) / _num(b) for a, b in zip(m["e2e_ms_nokv"], m["e2e_ms_kv"])]
     return m.sort_values(["model", "device", "dtype", "prompt_len", "new_tokens", "attn", "batch"],
-                         key=lambda s: s.map(_sort_key), kind="stable").reset_index(drop=True)
-
-
-def _sort_key(v):
-    x = _num(v)
-    return (0, x, "") if not math.isnan(x) else (1, 0.0, str(v))
+                         key=lambda s: s.map(_nat), kind="stable").reset_index(drop=True)
 
 
 def _side(p, side: str) -> dict:
@@ -75,7 +65,7 @@ def _label(p) -> str:
     return f"{p['attn']}, batch {p['batch']}"
 
 
-def plot(group: pd.DataFrame, title: str, path: Path, save) -> Path:
+def plot(group: pd.DataFrame, title: str, path: Path) -> Path:
     fig = Figure(figsize=(12, 5), layout="constrained")
     FigureCanvasAgg(fig)
     ax_t, ax_r = fig.subplots(1, 2)
@@ -98,11 +88,7 @@ def plot(group: pd.DataFrame, title: str, path: Path, save) -> Path:
     ax_r.set_xlabel("tokens generated (k)")
     ax_r.set_ylabel("no-cache time / cached time")
     ax_r.legend(fontsize=7)
-    return save(fig, path)
-
-
-def _f(x: float, nd: int) -> str:
-    return "–" if math.isnan(x) else f"{x:.{nd}f}"
+    return _save(fig, path)
 
 
 def table(pp: pd.DataFrame) -> list[str]:
@@ -122,9 +108,9 @@ def table(pp: pd.DataFrame) -> list[str]:
     return out
 
 
-def section(ok: pd.DataFrame, cell: tuple[str, ...], out: Path, slugify, save) -> tuple[list[str], list[Path]]:
+def section(ok: pd.DataFrame, out: Path) -> tuple[list[str], list[Path]]:
     """Markdown lines and figures of the cache-vs-no-cache comparison ([] when the store has no pair)."""
-    pp = pairs(ok, cell)
+    pp = pairs(ok)
     if pp.empty:
         return [], []
     md = ["## KV cache vs no cache", "", NOTE, ""] + table(pp) + [""]
@@ -134,9 +120,7 @@ def section(ok: pd.DataFrame, cell: tuple[str, ...], out: Path, slugify, save) -
         s = dict(zip(group_by, key))
         if _num(s["new_tokens"]) < FIGURE_MIN_TOKENS:
             continue
-        w = "RANDOM WEIGHTS" if s["weights"] == "random" else f"{s['weights']} weights"
-        title = (f"{s['model']}, {w}, {s['device']}" + (f" ({s['gpu']})" if s["gpu"] else "")
-                 + f", {s['dtype']}, prompt {s['prompt_len']} tok, {s['new_tokens']} new tok")
-        images.append(plot(g, title, out / f"kv_vs_nocache_{slugify({**s, 'batch': 'all'})}.png", save))
+        title = setup_title({**s, "batch": ", ".join(sorted(set(g["batch"]), key=_nat))})
+        images.append(plot(g, title, out / f"kv_vs_nocache_{slug({**s, 'batch': 'all'})}.png"))
     md += [f"![{p.stem}]({p.name})" for p in images] + ([""] if images else [])
     return md, images

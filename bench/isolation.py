@@ -85,8 +85,9 @@ class Worker:
         return "cuda" if self.cuda else "cpu"
 
 
-def failed_row(cfg: RunConfig, device: str, run_id: str, reason: str) -> dict:
+def failed_row(cfg: RunConfig, device: str, run_id: str, reason: str, status: str = "error") -> dict:
+    """The row of a cell that left no result of its own."""
     rec = conditions(cfg, device)
-    rec.run_id, rec.status, rec.error = run_id, "error", reason
+    rec.run_id, rec.status, rec.error = run_id, status, reason
     rec.timestamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return rec.as_row()

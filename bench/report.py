@@ -20,7 +20,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from . import headline
 from .store import load
 
 # Conditions shared by every bar of one figure, and those that tell strategies apart within it.
@@ -84,6 +83,15 @@ def _num(v) -> float:
         return float(v)
     except (TypeError, ValueError):
         return math.nan
+
+
+def _nat(v: str):
+    """Sort key: numbers by value, text by text, numbers first."""
+    try:
+        x = float(v)
+        return (0, x if math.isfinite(x) else 0.0, v)
+    except ValueError:
+        return (1, 0.0, v)
 
 
 def _f(v, nd: int = 2) -> str:
@@ -738,7 +746,9 @@ def write_report(store="results", out="plots") -> list[Path]:
                     written += images
                 sup = superseded[superseded["_key"].isin(set(ok["_key"]))]
                 md += _setup_section(s, rows, sup, [p.name for p in images], notes)
-            lines, images = headline.section(shown[shown["status"] == "ok"], CELL, out, slug, _save)
+            from . import headline  # it builds on this module's helpers
+
+            lines, images = headline.section(shown[shown["status"] == "ok"], out)
             md += lines
             written += images
             groups = architecture_groups(shown)

@@ -16,13 +16,15 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site:$PWD
 ONLY=""  # stage names to run ("" = all)
 want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
-run() {  # run NAME ARGS...: one `bench run` with its own log; a failing stage never stops the next
+stage() {  # stage NAME COMMAND...: one command with its own log; a failing stage never stops the next
   local name=$1; shift
   want "$name" || return 0
   echo "=== $name start $(date +%T)" >>"$W/stages.log"
-  python3 -m bench run "$@" store="$STORE" >"$W/logs/$name.log" 2>&1
+  "$@" >"$W/logs/$name.log" 2>&1
   echo "=== $name rc=$? end $(date +%T)" >>"$W/stages.log"
 }
+
+run() { local name=$1; shift; stage "$name" python3 -m bench run "$@" store="$STORE"; }
 
 stages() {
   mkdir -p "$W/logs" "$STORE"
@@ -34,11 +36,7 @@ stages() {
   run gpt2-paged-offst -m model=gpt2 cache=paged,offloaded_static attn=eager,sdpa cell_timeout_s=180
   run gpt2-offst-nocompile -m model=gpt2 cache=offloaded_static compile=off attn=eager,sdpa
   run gpt2-repeat -m model=gpt2 cache=none,dynamic,static attn=eager,sdpa
-  if want overhead; then
-    echo "=== overhead start $(date +%T)" >>"$W/stages.log"
-    python3 scripts/overhead_check.py model=gpt2 cache=dynamic device=cuda >"$W/logs/overhead.log" 2>&1
-    echo "=== overhead rc=$? end $(date +%T)" >>"$W/stages.log"
-  fi
+  stage overhead python3 scripts/overhead_check.py model=gpt2 cache=dynamic device=cuda
   # issue 4.3: 7B shapes, every strategy (sdpa), then the batch a quantized cache makes room for
   run llama7b-sdpa sweep=llama7b attn=sdpa
   run llama7b-batch sweep=llama7b_batch
