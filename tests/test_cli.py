@@ -166,3 +166,21 @@ def test_unknown_command_exits_2(subprocess_env, tmp_path):
 def test_help_exits_0(subprocess_env, tmp_path):
     p = bench(["--help"], subprocess_env, tmp_path, timeout=60)
     assert p.returncode == 0 and "usage" in p.stdout
+
+
+def test_fit_check_false_lets_the_device_answer(tmp_path, monkeypatch):
+    """With a card the planner says is far too small, fit_check=true refuses the cell before loading and
+    fit_check=false runs it (in process, so the planner's memory figure can be replaced)."""
+    from bench import cli, fit
+
+    monkeypatch.setattr(fit, "device_memory", lambda device: ("a 1 KiB card", 1024))
+    store = tmp_path / "s"
+    argv = ["bench", *SMALL, "cache=dynamic", "isolate=false", f"store={store}", f"hydra.run.dir={tmp_path}/h"]
+    monkeypatch.setattr(sys, "argv", argv + ["fit_check=true"])
+    with pytest.raises(SystemExit, match="a 1 KiB card"):
+        cli.main()
+    assert not list(store.glob("*.jsonl"))
+    monkeypatch.setattr(sys, "argv", argv + ["fit_check=false"])
+    cli.main()
+    rows = [json.loads(line) for f in store.glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok"]

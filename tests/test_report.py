@@ -128,6 +128,8 @@ def test_quality_and_mbu_columns(built):
         ("0.050", "20.50", "+0.500", "87.5%", "12", "75.0%")
     assert rows["dynamic / sdpa"]["ppl_delta"] == "+0.000" and rows["dynamic / sdpa"]["kv_quantized_share"] == "–"
     assert rows["static / flash_attention_2"]["ppl"] == "–"  # the never-ok row keeps its place, empty
+    # cold_x: the first call over a steady one (900 / 13 ms), empty without timings
+    assert rows["dynamic / sdpa"]["cold_x"] == "69.2x" and rows["static / flash_attention_2"]["cold_x"] == "–"
     # the new images are linked and explained in the real setup only
     assert f"](mbu_{SLUG_GPU}.png)" in gpu and f"](quality_{SLUG_GPU}.png)" in gpu
     assert "quality_" not in cpu and "mbu_" not in cpu
