@@ -35,12 +35,11 @@ def check_fits(cfg: RunConfig) -> None:
     if mem is None:
         return
     from . import kvmath
-    from .models import arch_config
+    from .models import arch_config, planned_dtype
     from .runner import kv_theory_bytes
 
     config = arch_config(cfg.model)
-    dtype = cfg.dtype if cfg.dtype != "auto" else (cfg.model.dtype if cfg.model.dtype != "auto" else
-                                                   str(getattr(config, "dtype", None) or "float32").removeprefix("torch."))
+    dtype = planned_dtype(cfg.dtype, cfg.model, config)
     weights = kvmath.weight_bytes(config, dtype)
     kv = kv_theory_bytes(cfg, config, dtype, tokens=cfg.prompt_len + cfg.new_tokens) or 0.0
     budget = mem[1] * (1 - RESERVE_FRAC)

@@ -45,6 +45,14 @@ def arch_config(mc: ModelConfig):
     raise ConfigError(f"model {mc.name} names neither arch, hub_id nor a local directory")
 
 
+def planned_dtype(requested: str, mc: ModelConfig, config) -> str:
+    """The dtype a model is built in: the request, else its conf/model file's, else its config's (float32)."""
+    dtype = requested if requested != "auto" else mc.dtype
+    if dtype == "auto":
+        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    return dtype.removeprefix("torch.")
+
+
 def max_positions(config) -> Optional[int]:
     c = config.get_text_config(decoder=True)
     return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
@@ -144,8 +152,7 @@ def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto
                 raise
             reason = str(e)
     config = arch_config(mc)
-    if dtype == "auto":
-        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").removeprefix("torch.")
+    dtype = planned_dtype(dtype, mc, config)
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from . import kvmath
-from .config import NBITS, QUANT_BACKENDS, ConfigError, ModelConfig
+from .config import NBITS, QUANT_BACKENDS, ConfigError, ModelConfig, _one_of
 
 CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
 KEYS = ("model", "gpu", "cache", "nbits", "backend", "dtype", "seq_len", "batch", "reserve")
@@ -37,23 +37,20 @@ def main(argv: list[str]) -> int:
         print(f"error: plan needs model= and gpu=\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        from .models import arch_config
+        from .models import arch_config, planned_dtype
         mc = model_config(args["model"])
         try:
             config = arch_config(mc)
         except OSError as e:
             raise ConfigError(f"model={args['model']}: no shipped config, local config.json or reachable hub id ({str(e).splitlines()[0]})")
         gpu_name, gpu_bytes = kvmath.parse_gpu(args["gpu"])
-        dtype = args.get("dtype") or (mc.dtype if mc.dtype != "auto" else
-                                      str(getattr(config, "dtype", None) or "float32").removeprefix("torch."))
+        dtype = planned_dtype(args.get("dtype") or "auto", mc, config)
         backend = args.get("backend", "quanto")
-        if backend not in QUANT_BACKENDS:
-            raise ConfigError(f"backend={backend} is not allowed; choose one of: {', '.join(QUANT_BACKENDS)}")
+        _one_of("backend", backend, QUANT_BACKENDS)
         caches = [(f"{dtype} (full precision)", None)]
         if "nbits" in args or args.get("cache") == "quantized":
             nbits = int(args.get("nbits", 4))
-            if nbits not in NBITS:
-                raise ConfigError(f"nbits={nbits} is not allowed; choose one of: 2, 4")
+            _one_of("nbits", nbits, NBITS)
             caches.append((f"{backend} int{nbits}", nbits))
         elif args.get("cache", "quantized") in ("quantized", "dynamic", "static"):
             caches += [(f"{backend} int4", 4), (f"{backend} int2", 2)]

@@ -111,7 +111,8 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         loaded = get_model(cfg, device)
         model = loaded.model
         rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
-        rec.weights_mib = measure.model_bytes(model) / MIB
+        weight_bytes = measure.model_bytes(model)
+        rec.weights_mib = weight_bytes / MIB
         rec.kv_heads = kvmath.kv_heads_and_dims(model.config)[1]
         validate(cfg, models.max_positions(model.config))
         reason = strategies.unavailable_reason(cfg, model, device)
@@ -177,7 +178,7 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         # bytes over the measured copy bandwidth is the step's floor.
         rec.bandwidth_gb_s = measure.copy_bandwidth_gb_s(device)
         kv_mean = kv_theory_bytes(cfg, model.config, loaded.dtype, tokens=cfg.prompt_len + cfg.new_tokens // 2)
-        rec.bandwidth_floor_ms = kvmath.bandwidth_floor_ms(measure.model_bytes(model), kv_mean or 0.0, rec.bandwidth_gb_s)
+        rec.bandwidth_floor_ms = kvmath.bandwidth_floor_ms(weight_bytes, kv_mean or 0.0, rec.bandwidth_gb_s)
         rec.mbu = rec.bandwidth_floor_ms / rec.tpot_ms
         if cfg.quality == "on" or (cfg.quality == "auto" and loaded.weights == "real"):
             _quality(rec, cfg, loaded)
