@@ -43,15 +43,20 @@ stages() {
   run llama7b-qbatch sweep=llama7b_batch cache=quantized,quantized_int2,quantized_hqq  # the quantized half alone
   # the headline at batch 8: where the cache's advantage should appear
   run headline-b8 sweep=headline batch=8 attn=sdpa,eager
-  # flash-attn (fp16 gpt2) and the SDPA cold start at full length in fp16
-  run gpt2-fp16 -m model=gpt2 dtype=float16 cache=dynamic,static,paged attn=eager,sdpa,flash_attention_2
-  run gpt2-fp16-1000 -m model=gpt2 dtype=float16 prompt_len=8 new_tokens=1000 repeats=2 cache=dynamic attn=sdpa,eager
-  # 7B: the other attention paths, and offloaded_static without compile
-  run llama7b-attn sweep=llama7b cache=dynamic,static,paged,quantized attn=flash_attention_2,eager,flex_attention
-  run llama7b-offst-nocompile sweep=llama7b cache=offloaded_static compile=off attn=sdpa
+  # flash-attn: fp16 gpt2 and bf16 Llama-2-7B
+  run gpt2-fp16 -m model=gpt2 dtype=float16 cache=dynamic,static,paged attn=sdpa,flash_attention_2
+  run llama7b-fa2 sweep=llama7b cache=dynamic,static,paged,quantized attn=flash_attention_2
+  # repeats: gpt2-repeat again in a separate process on the same machine, and 7B cells of session 2
+  run gpt2-repeat-b -m model=gpt2 cache=none,dynamic,static attn=eager,sdpa
+  run llama7b-repeat sweep=llama7b cache=none,dynamic,static attn=sdpa
   # 4096-token prompts (Llama-3-8B shapes)
   run llama8b-4096 sweep=llama7b_long cache=none,dynamic,static,quantized,paged,offloaded attn=sdpa
-  run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static,paged attn=flash_attention_2
+  run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static attn=flash_attention_2
+  # 7B: the other attention paths, and offloaded_static without compile
+  run llama7b-attn sweep=llama7b cache=dynamic,static attn=eager,flex_attention
+  run llama7b-offst-nocompile sweep=llama7b cache=offloaded_static compile=off attn=sdpa
+  # the fp16 SDPA cold start at 1000 tokens
+  run gpt2-fp16-1000 -m model=gpt2 dtype=float16 prompt_len=8 new_tokens=1000 repeats=2 cache=dynamic attn=sdpa,eager
   touch "$W/done"
 }
 
