@@ -48,7 +48,8 @@ from .store import load
 SETUP_KEYS = tuple(k for k in SETUP if k != "gpu")  # a figure/table: model, weights, device, dtype, lengths
 STRATEGY_KEYS = tuple(k for k in CELL_KEYS if k not in SETUP_KEYS)  # what tells cells of a setup apart
 COND = SETUP_KEYS + STRATEGY_KEYS  # a cell: CELL_KEYS + dtype, no environment column
-ENV = ("gpu", "driver", "cuda", "torch", "transformers", "quanto", "flash_attn", "python", "git_sha")
+ENV = ("gpu", "cpu", "driver", "cuda", "cuda_alloc_conf", "torch", "transformers", "quanto", "flash_attn", "python",
+       "git_sha")
 PREFIX_KEYS = ("git_sha", "run_id")  # filters that match by prefix
 
 # metric -> (rule, label when head is higher, label when head is lower)
@@ -349,6 +350,12 @@ def _span(d: pd.DataFrame) -> str:
     return "–" if not ts else ts[0] if ts[0] == ts[-1] else f"{ts[0]} … {ts[-1]}"
 
 
+def _launch(d: pd.DataFrame) -> str:
+    """The median host time per launched op over a side's rows: a launch-bound cell's time follows it."""
+    v = pd.to_numeric(d["launch_us"], errors="coerce").dropna()
+    return "–" if v.empty else f"{v.median():.2f} ({v.min():.2f}–{v.max():.2f})"
+
+
 def _conditions(m: _Match, base_spec: str, head_spec: str) -> list[str]:
     out = ["## Conditions", "", "| | base | head |", "|---|---|---|",
            f"| selection | `{_md(base_spec)}` | `{_md(head_spec)}` |"]
@@ -356,7 +363,7 @@ def _conditions(m: _Match, base_spec: str, head_spec: str) -> list[str]:
         out.append(f"| {c} | {_md(', '.join(_vals(m.base, c)))} | {_md(', '.join(_vals(m.head, c)))} |")
     for name, fn in (("runs", lambda d: str(d["_run"].nunique())),
                      ("rows (ok)", lambda d: f"{len(d)} ({int((d['status'] == 'ok').sum())})"),
-                     ("timestamps", _span)):
+                     ("timestamps", _span), ("launch_us (median; host speed)", _launch)):
         out.append(f"| {name} | {_md(fn(m.base))} | {_md(fn(m.head))} |")
     out.append(f"| cells with an ok row | {len(m.base_ok)} | {len(m.head_ok)} |")
     out.append("")

@@ -41,6 +41,7 @@ class CacheConfig:
     q_group_size: Optional[int] = None
     axis_key: Optional[int] = None      # None: the backend's default (quanto 0, hqq 1)
     axis_value: Optional[int] = None
+    block_size: Optional[int] = None    # paged: tokens per block of the pool
 
 
 @dataclass
@@ -116,6 +117,11 @@ def validate(cfg: RunConfig, max_positions: Optional[int] = None) -> None:
     if cfg.cache.name == "quantized":
         _one_of("quant_backend", cfg.cache.backend, QUANT_BACKENDS)
         _one_of("nbits", cfg.cache.nbits, NBITS)
+    if cfg.cache.name == "paged":
+        _positive("cache.block_size", cfg.cache.block_size)
+        if cfg.attn.name == "flash_attention_2" and cfg.cache.block_size % 256:
+            raise ConfigError(f"cache.block_size={cfg.cache.block_size} must be a multiple of 256 with "
+                              "attn=flash_attention_2 (flash-attn's paged kernel requires it)")
     for k in ("batch", "prompt_len", "new_tokens", "repeats"):
         _positive(k, getattr(cfg, k))
     if cfg.warmup < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.metadata as md
+import os
 import platform
 import socket
 import subprocess
@@ -69,6 +70,8 @@ def environment(device: str) -> dict:
         "driver": _driver() if cuda else "",
         "cuda": (torch.version.cuda or "") if cuda else "",
         "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
+        # the CUDA caching allocator's settings change what fits (expandable_segments vs fragmentation)
+        "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if cuda else "",
         "torch": torch.__version__,
         "transformers": _version("transformers"),
         "quanto": _version("optimum-quanto"),

@@ -7,7 +7,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -115,9 +117,6 @@ def time_generate(model, input_ids, new_tokens: int, kwargs: dict, device: str) 
     return Timing(e2e_ms=t[-1], ttft_ms=tokens[0], step_ms=list(np.diff(tokens)), produced=produced), out
 
 
-PAGED_BLOCK_SIZE = 32
-
-
 def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device: str) -> tuple[Timing, object]:
     """The paged path: continuous batching via generate_batch, timed from its per-token timestamps.
 
@@ -127,8 +126,9 @@ def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device:
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     batch, prompt_len = input_ids.shape
-    blocks_per_seq = -(-(prompt_len + new_tokens) // PAGED_BLOCK_SIZE)
-    cb_cfg = ContinuousBatchingConfig(block_size=PAGED_BLOCK_SIZE, num_blocks=batch * blocks_per_seq,
+    block = kwargs["block_size"]  # tokens per block (conf/cache/paged.yaml)
+    blocks_per_seq = -(-(prompt_len + new_tokens) // block)
+    cb_cfg = ContinuousBatchingConfig(block_size=block, num_blocks=batch * blocks_per_seq,
                                       max_batch_tokens=batch * prompt_len)
     gen_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
     inputs = input_ids.tolist()
@@ -205,6 +205,22 @@ def peak_bytes(device: str) -> tuple[int, Optional[int]]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
 
 
+def launch_us(device: str, ops: int = 2000) -> float:
+    """Host time to issue one tiny op, in microseconds (on CUDA: one kernel launch; the GPU finishes each
+    faster than the host issues the next). A batch-1 decode step of a small model is made of such launches,
+    so this is the host speed behind its time: the median of 5 rounds, taken in the cell's own process."""
+    x = torch.zeros(16, device=device)
+    per_round, rounds = ops // 5, []
+    for _ in range(6):  # the first round warms up and is dropped
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(per_round):
+            x.add_(1)
+        sync(device)
+        rounds.append((time.perf_counter() - t) / per_round * 1e6)
+    return float(np.median(rounds[1:]))
+
+
 @functools.lru_cache(maxsize=None)
 def copy_bandwidth_gb_s(device: str) -> float:
     """Device memory bandwidth from a large copy (bytes read + written per second), median of 10."""
@@ -222,6 +238,36 @@ def copy_bandwidth_gb_s(device: str) -> float:
 
 
 # ---- what ran ----
+
+class _LimitHits(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.hits = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("torch._dynamo hit config.") and "recompile_limit" in record.getMessage():
+            self.hits += 1
+
+
+@contextlib.contextmanager
+def compile_watch():
+    """What torch.compile met while the block ran: graph breaks (dynamo's own counter) and hits of its
+    recompile limit (dynamo's warning; past it, the frame runs uncompiled). A cell that generate compiled
+    but that shows either ran partly eager: its timings are not those of a whole compiled graph."""
+    from torch._dynamo.utils import counters
+
+    seen = {"graph_breaks": 0, "recompile_limit_hits": 0}
+    before = sum(counters["graph_break"].values())
+    hits = _LimitHits()
+    logger = logging.getLogger("torch._dynamo")
+    logger.addHandler(hits)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(hits)
+        seen["graph_breaks"] = sum(counters["graph_break"].values()) - before
+        seen["recompile_limit_hits"] = hits.hits
+
 
 SDPA_OPS = {
     "_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",

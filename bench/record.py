@@ -30,6 +30,7 @@ class Record:
     q_group_size: Optional[int] = None
     axis_key: Optional[int] = None
     axis_value: Optional[int] = None
+    block_size: Optional[int] = None      # paged only: tokens per block of the pool
     attn: str = ""                        # attention implementation requested
     sdpa_backend: str = ""                # SDPA backend requested: auto, flash, efficient, cudnn, math ('' when attn != sdpa)
     compile: str = ""                     # compile switch requested: auto (transformers' default), off
@@ -43,6 +44,8 @@ class Record:
     attn_used: str = ""                   # model.config._attn_implementation after loading/switching
     sdpa_backend_used: str = ""           # SDPA kernels the profiler saw in an untimed call (prefill + 4 steps); '' if none
     compiled: Optional[bool] = None       # whether generate compiled the forward (dynamo produced graphs)
+    graph_breaks: Optional[int] = None    # graph breaks dynamo met while this cell ran (0: nothing broke the graph)
+    recompile_limit_hits: Optional[int] = None  # times dynamo hit its recompile limit (past it: frames run uncompiled)
     status: str = "ok"                    # ok | unavailable | oom | error
     error: str = ""                       # reason when status != ok
     # --- timings (median over repeats, p10/p90 spread) ---
@@ -58,6 +61,7 @@ class Record:
     decode_tok_s: Optional[float] = None  # batch * (new_tokens - 1) / (e2e - ttft)
     e2e_tok_s: Optional[float] = None     # batch * new_tokens / e2e
     cold_e2e_ms: Optional[float] = None   # first warm-up call: includes compile, plan building, allocator growth
+    launch_us: Optional[float] = None     # host time to issue one tiny op (CUDA: a kernel launch), just before the timed calls
     step_ms: Optional[list] = None        # median time of each decode step, by position (len new_tokens - 1)
     # --- memory ---
     weights_mib: Optional[float] = None        # parameters + buffers of the loaded model
@@ -84,6 +88,7 @@ class Record:
     driver: str = ""
     cuda: str = ""
     cudnn: str = ""
+    cuda_alloc_conf: str = ""              # PYTORCH_CUDA_ALLOC_CONF as the cell ran ('' = PyTorch's defaults)
     torch: str = ""
     transformers: str = ""
     quanto: str = ""
@@ -112,6 +117,7 @@ def conditions(cfg: RunConfig, device: str) -> Record:
         warmup=cfg.warmup, repeats=cfg.repeats, seed=cfg.seed,
         nbits=qc.get("nbits"), quant_backend=qc.get("backend"), residual_length=qc.get("residual_length"),
         q_group_size=qc.get("q_group_size"), axis_key=qc.get("axis_key"), axis_value=qc.get("axis_value"),
+        block_size=cfg.cache.block_size if cfg.cache.name == "paged" else None,
     )
     r.weights = cfg.weights  # requested; replaced by what loaded (real/random) once the model is in
     r.cell_id = cell_id(r, cfg.dtype)
@@ -119,10 +125,12 @@ def conditions(cfg: RunConfig, device: str) -> Record:
 
 
 CELL_KEYS = ("model", "weights", "device", "cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key",
-             "axis_value", "attn", "sdpa_backend", "compile", "batch", "prompt_len", "new_tokens", "seed")
+             "axis_value", "block_size", "attn", "sdpa_backend", "compile", "batch", "prompt_len", "new_tokens", "seed")
+LATER_KEYS = ("block_size",)  # added after rows existed: hashed only where set, so those rows keep their ids
 
 
 def cell_id(r: Record, dtype: str) -> str:
     """Stable id of a cell's conditions (not of its environment): equal cells compare across runs."""
-    key = json.dumps({**{k: getattr(r, k) for k in CELL_KEYS}, "dtype": dtype}, sort_keys=True, default=str)
+    key = {k: getattr(r, k) for k in CELL_KEYS if k not in LATER_KEYS or getattr(r, k) is not None}
+    key = json.dumps({**key, "dtype": dtype}, sort_keys=True, default=str)
     return hashlib.sha1(key.encode()).hexdigest()[:12]

@@ -25,7 +25,7 @@ from .store import load
 # Conditions shared by every bar of one figure, and those that tell strategies apart within it.
 SETUP = ("model", "weights", "device", "gpu", "dtype", "batch", "prompt_len", "new_tokens")
 STRATEGY = ("cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key", "axis_value",
-            "attn", "sdpa_backend", "compile", "seed")
+            "block_size", "attn", "sdpa_backend", "compile", "seed")
 CELL = SETUP + STRATEGY  # a row's cell: same values = same measurement, repeated
 # Rows of different models that agree on all of these are one architecture comparison (by kv_heads).
 ARCH_GROUP = tuple(c for c in CELL if c != "model")
@@ -114,6 +114,7 @@ def _md(v) -> str:
 
 def strategy_label(r) -> str:
     cache = r["cache"] + (f" int{r['nbits']} ({r['quant_backend']})" if r["cache"] == "quantized" else "")
+    cache += f" ({r['block_size']}-token blocks)" if r["cache"] == "paged" and r.get("block_size", "") != "" else ""
     attn = r["attn"] + (f"[{r['sdpa_backend']}]" if r["sdpa_backend"] not in ("", "auto") else "")
     return f"{cache} / {attn}" + (" / compile off" if r["compile"] == "off" else "")
 
@@ -150,7 +151,8 @@ PLACE_BY = ("model", "device", "batch", "prompt_len", "new_tokens")
 def _place_unloaded(df: pd.DataFrame) -> None:
     """A row written without a loaded model (its worker crashed, or the planner refused the cell) lacks
     the loaded dtype and GPU. Show it in the one setup of its model and lengths that has them, if exactly
-    one does; otherwise it keeps a setup of its own. Display only: the store keeps what was written."""
+    one does (or, among several, exactly one in its own run); otherwise it keeps a setup of its own.
+    Display only: the store keeps what was written."""
     loaded = df[df["dtype"] != ""]
     for i in df.index[df["dtype"] == ""]:
         r = df.loc[i]
@@ -158,6 +160,8 @@ def _place_unloaded(df: pd.DataFrame) -> None:
         if r["weights"] not in ("", "auto"):
             same = same[same["weights"] == r["weights"]]
         setups = same[list(LOADED)].drop_duplicates()
+        if len(setups) > 1:  # e.g. the model ran in fp16 and fp32: the run's own loaded rows decide
+            setups = same[same["run_id"] == r["run_id"]][list(LOADED)].drop_duplicates()
         if len(setups) == 1:
             df.loc[i, list(LOADED)] = setups.iloc[0].values
 
@@ -467,11 +471,11 @@ def arch_title(s: dict) -> str:
 
 def arch_slug(s: dict) -> str:
     """Every shared condition that has a value, in a fixed order: distinct groups get distinct names."""
-    tag = {"nbits": "int", "residual_length": "r", "q_group_size": "g", "axis_key": "ak", "axis_value": "av",
-           "batch": "b", "prompt_len": "p", "new_tokens": "n", "seed": "s"}
+    tag = {"nbits": "int", "block_size": "bs", "residual_length": "r", "q_group_size": "g", "axis_key": "ak",
+           "axis_value": "av", "batch": "b", "prompt_len": "p", "new_tokens": "n", "seed": "s"}
     parts = [s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"]]
     for c in ("batch", "prompt_len", "new_tokens", "cache", "nbits", "quant_backend", "residual_length",
-              "q_group_size", "axis_key", "axis_value", "attn", "sdpa_backend"):
+              "q_group_size", "axis_key", "axis_value", "block_size", "attn", "sdpa_backend"):
         if s[c] != "":
             parts.append(tag.get(c, "") + s[c])
     parts += [f"compile-{s['compile'] or 'none'}", f"s{s['seed'] or 'none'}"]
@@ -610,7 +614,7 @@ def _cell(r, col: str) -> str:
     if col in ("ttft_ms", "tpot_ms"):
         return _spread(r, col[:-3])
     if col == "compiled":
-        return {"True": "yes", "False": "no"}.get(_s(r[col]), "–")
+        return _compiled(r)
     if col.endswith(("_ms", "_mib")):
         return _f(r[col])
     if col == "decode_tok_s":
@@ -631,6 +635,15 @@ def _cell(r, col: str) -> str:
     return _md(r[col])
 
 
+def _compiled(r) -> str:
+    """yes / no, and 'partly' where dynamo broke the graph or gave up recompiling: such a row ran partly eager."""
+    said = {"True": "yes", "False": "no"}.get(_s(r["compiled"]), "–")
+    breaks, limit = _num(r.get("graph_breaks")), _num(r.get("recompile_limit_hits"))
+    notes = ([f"{breaks:.0f} graph break{'s' * (breaks != 1)}"] if breaks > 0 else []) + \
+        (["recompile limit hit"] if limit > 0 else [])
+    return f"partly ({', '.join(notes)})" if said == "yes" and notes else said
+
+
 def _table(rows: pd.DataFrame, cols) -> list[str]:
     head = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     return head + ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for _, r in rows.iterrows()]
@@ -638,7 +651,7 @@ def _table(rows: pd.DataFrame, cols) -> list[str]:
 
 def _conditions(df: pd.DataFrame) -> list[str]:
     out = ["## Conditions", ""]
-    for c in ("gpu", "driver", "torch", "transformers", "cuda", "cudnn"):
+    for c in ("gpu", "cpu", "driver", "torch", "transformers", "cuda", "cudnn", "cuda_alloc_conf"):
         vals = sorted({_s(v) for v in df[c]} - {""})
         out.append(f"- {c}: {', '.join(vals) if vals else '–'}")
     shas = [_s(v) for v in df.sort_values(["_ts", "run_id"], kind="stable")["git_sha"]]

@@ -140,12 +140,13 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         # batching swaps the attention implementation through set_attn_implementation.
         compiled, attn_switched = _spy(model, "get_compiled_call"), _spy(model, "set_attn_implementation")
         try:
-            with torch.inference_mode(), strategies.sdpa_context(cfg):
+            with torch.inference_mode(), strategies.sdpa_context(cfg), measure.compile_watch() as dynamo:
                 for i in range(cfg.warmup):  # exact shapes: every decode length is seen before timing
                     t, out = call()
                     if i == 0:
                         rec.cold_e2e_ms = t.e2e_ms
                     out = None
+                rec.launch_us = measure.launch_us(device)  # the host's speed right before the timed calls
                 measure.reset_peak(device)
                 timings = []
                 for _ in range(cfg.repeats):
@@ -163,6 +164,7 @@ def run_cell(cfg: RunConfig, run_id: str) -> Record:
         finally:
             del model.get_compiled_call, model.set_attn_implementation
         rec.compiled = bool(compiled)
+        rec.graph_breaks, rec.recompile_limit_hits = dynamo["graph_breaks"], dynamo["recompile_limit_hits"]
         if attn_switched:  # something inside generate changed the attention path: record the last
             rec.attn_used = str(attn_switched[-1][0])
         for k, v in measure.summarise(timings, cfg.batch).items():

@@ -21,7 +21,7 @@ CACHE_KWARGS = {
     "offloaded": lambda c: {"cache_implementation": "offloaded"},
     "offloaded_static": lambda c: {"cache_implementation": "offloaded_static"},
     "quantized": lambda c: {"cache_implementation": "quantized", "cache_config": quant_cache_config(c)},
-    "paged": lambda c: {"cache_implementation": "paged"},
+    "paged": lambda c: {"cache_implementation": "paged", "block_size": c.block_size},
 }
 
 QUANT_PACKAGE = {"quanto": "optimum.quanto", "hqq": "hqq"}

@@ -51,6 +51,20 @@ stages() {
   run llama7b-repeat sweep=llama7b cache=none,dynamic,static attn=sdpa
   # 4096-token prompts (Llama-3-8B shapes)
   run llama8b-4096 sweep=llama7b_long cache=none,dynamic,static,quantized,paged,offloaded attn=sdpa
+  # --- session 4 first (session 3's budget ended inside llama8b-4096) ---
+  # the rest of the 4096-token sdpa row set, offloaded_static without compile (with it the worker segfaults)
+  run llama8b-4096-rest sweep=llama7b_long cache=offloaded,quantized_int2,quantized_hqq attn=sdpa
+  run llama8b-4096-offst sweep=llama7b_long cache=offloaded_static compile=off attn=sdpa
+  # paged with flash-attn at 256-token blocks (session 3 used 32: flash-attn refused), and static+fa2 again,
+  # now that rows count graph breaks and recompile-limit hits
+  run fa2-paged-static -m model=gpt2 dtype=float16 cache=paged,static attn=flash_attention_2
+  run llama7b-fa2-paged-static sweep=llama7b cache=paged,static attn=flash_attention_2
+  # does bf16 fit batch 96 once the allocator cannot fragment? (rows record cuda_alloc_conf)
+  stage llama7b-b96-expandable env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
+    python3 -m bench run sweep=llama7b_batch cache=dynamic batch=96 store="$STORE"
+  # launch-bound repeats: the same cells twice, each process pinned to two cores (is host scheduling the noise?)
+  stage gpt2-pinned-a taskset -c 2-3 python3 -m bench run -m model=gpt2 cache=none,dynamic attn=eager,sdpa store="$STORE"
+  stage gpt2-pinned-b taskset -c 2-3 python3 -m bench run -m model=gpt2 cache=none,dynamic attn=eager,sdpa store="$STORE"
   run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static attn=flash_attention_2
   # 7B: the other attention paths, and offloaded_static without compile
   run llama7b-attn sweep=llama7b cache=dynamic,static attn=eager,flex_attention

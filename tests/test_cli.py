@@ -128,6 +128,9 @@ def test_default_sweep_on_cpu(real_runs):
     (["model=tiny-gpt2", "cache=nosuch"], "cache=nosuch", ["dynamic", "quantized_int2", "paged"]),
     (["model=tiny-gpt2", "new_tokens=1"], "new_tokens=1", ["at least 2"]),
     (["model=tiny-gpt2", "device=tpu"], "device=tpu", ["auto", "cpu", "cuda"]),
+    (["model=tiny-gpt2", "cache=paged", "attn=flash_attention_2", "cache.block_size=32"], "cache.block_size=32",
+     ["multiple of 256", "flash_attention_2"]),
+    (["model=tiny-gpt2", "cache=paged", "cache.block_size=0"], "cache.block_size=0", ["positive integer"]),
 ])
 def test_bad_input_is_one_clear_line(subprocess_env, tmp_path, args, bad, allowed):
     store = tmp_path / "store"

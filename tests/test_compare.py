@@ -368,3 +368,18 @@ def test_side_without_ok_rows(stores, tmp_path):
     md = (tmp_path / "o" / "compare.md").read_text()
     assert "- matched cells: 0; only in base: 8; only in head: 0" in md and "- changes beyond noise: 0" in md
     assert "| dynamic / sdpa | error: ImportError: no kernels |" in md
+
+
+def test_conditions_show_the_host_speed_and_cpu(tmp_path):
+    """A launch-bound cell follows the host: each side's launch_us (median, range) and cpu are in Conditions."""
+    T = "2024-01-01T00:00:0{}+00:00".format
+    env_a = {**BASE_ENV, "gpu": "NVIDIA H100 80GB HBM3", "cpu": "Xeon A"}
+    env_b = {**BASE_ENV, "gpu": "NVIDIA H100 80GB HBM3", "cpu": "Xeon B"}
+    a = _write(tmp_path / "a", [row(GPU, env_a, T(0), run_id="ra", launch_us=5.0),
+                                row(GPU, env_a, T(1), run_id="ra", cache="none", launch_us=6.0)])
+    b = _write(tmp_path / "b", [row(GPU, env_b, T(2), run_id="rb", launch_us=9.0),
+                                row(GPU, env_b, T(3), run_id="rb", cache="none")])  # an older row: no figure
+    cmp.write_compare(str(a), str(b), tmp_path / "out")
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| launch_us (median; host speed) | 5.50 (5.00–6.00) | 9.00 (9.00–9.00) |" in md
+    assert "| cpu | Xeon A | Xeon B |" in md and "Environment differs in: cpu." in md

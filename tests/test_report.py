@@ -322,7 +322,7 @@ def test_a_row_written_without_a_loaded_model_joins_its_setup(tmp_path):
     """A crashed worker's row has no loaded dtype or GPU: it belongs in its model's one setup, not its own."""
     s = tmp_path / "s"
     f = RunFile(s, "r")
-    f.append(row(GPU, "2024-03-01T00:00:00+00:00", cache="dynamic"))
+    f.append(row(GPU, "2024-03-01T00:00:00+00:00", cache="dynamic", run_id="r"))
     crashed = {**GPU, "weights": "auto", "dtype": "", "gpu": ""}
     f.append(Record(**crashed, run_id="r", cache="offloaded_static", attn="sdpa", status="error",
                     error="the worker process died during this cell (signal SIGSEGV)",
@@ -330,6 +330,11 @@ def test_a_row_written_without_a_loaded_model_joins_its_setup(tmp_path):
     # another model with no loaded row to borrow from keeps a setup of its own
     f.append(Record(**{**crashed, "model": "other"}, run_id="r", cache="static", status="error", error="boom",
                     timestamp="2024-03-01T00:00:02+00:00").as_row())
+    # a later run loads tiny-gpt2 in another dtype: two setups fit, and a crashed row of that run joins its own
+    g = RunFile(s, "r2")
+    g.append(row({**GPU, "dtype": "float32"}, "2024-03-02T00:00:00+00:00", cache="dynamic", run_id="r2"))
+    g.append(Record(**crashed, run_id="r2", cache="offloaded", attn="sdpa", status="error", error="SIGSEGV too",
+                    timestamp="2024-03-02T00:00:01+00:00").as_row())
     report.write_report(s, tmp_path / "out")
     md = (tmp_path / "out" / "report.md").read_text()
     heads = [ln for ln in md.splitlines() if ln.startswith("## ")]
@@ -337,5 +342,31 @@ def test_a_row_written_without_a_loaded_model_joins_its_setup(tmp_path):
     assert not any(h.startswith("## tiny-gpt2, auto weights") for h in heads)
     assert any(h.startswith("## other, auto weights") for h in heads)
     rows = _table_rows(_section(md, "tiny-gpt2"))
-    assert rows["offloaded_static / sdpa"]["status"] == "error"
+    assert rows["offloaded_static / sdpa"]["status"] == "error" and "offloaded / sdpa" not in rows
+    fp32 = md.split("## tiny-gpt2, real weights, cuda (NVIDIA H100 80GB HBM3), float32")[1].split("\n## ")[0]
+    assert _table_rows(fp32)["offloaded / sdpa"]["status"] == "error"
     assert load(s).query("cache == 'offloaded_static'")["dtype"].tolist() == [""]  # the store is untouched
+
+
+def test_compiled_column_says_partly_when_dynamo_broke_the_graph(tmp_path):
+    """compiled: yes only for a whole graph; breaks or a recompile-limit hit make it 'partly (...)'. Rows from
+    before these columns existed (no figures) stay a plain yes. Paged rows name their block size."""
+    s = tmp_path / "s"
+    f = RunFile(s, "r")
+    f.append(row(GPU, "2024-03-01T00:00:00+00:00", cache="static", compiled=True, graph_breaks=0,
+                 recompile_limit_hits=0))
+    f.append(row(GPU, "2024-03-01T00:00:01+00:00", cache="static", attn="flash_attention_2", compiled=True,
+                 graph_breaks=8, recompile_limit_hits=1))
+    f.append(row(GPU, "2024-03-01T00:00:02+00:00", cache="static", attn="eager", compiled=True, graph_breaks=1))
+    f.append(row(GPU, "2024-03-01T00:00:03+00:00", cache="offloaded_static", compiled=True))
+    f.append(row(GPU, "2024-03-01T00:00:04+00:00", cache="dynamic", graph_breaks=0, recompile_limit_hits=0))
+    f.append(row(GPU, "2024-03-01T00:00:05+00:00", cache="paged", block_size=256))
+    report.write_report(s, tmp_path / "out")
+    rows = _table_rows(_section((tmp_path / "out" / "report.md").read_text(), "tiny-gpt2"))
+    got = {k: v["compiled"] for k, v in rows.items()}
+    assert got == {"static / sdpa": "yes",
+                   "static / flash_attention_2": "partly (8 graph breaks, recompile limit hit)",
+                   "static / eager": "partly (1 graph break)",
+                   "offloaded_static / sdpa": "yes",
+                   "dynamic / sdpa": "no",
+                   "paged (256-token blocks) / sdpa": "no"}

@@ -71,7 +71,7 @@ def test_cache_runs_ok_and_row_matches_request(rows, model, choice):
     assert r.attn_used == ("paged|sdpa" if cache == "paged" else "sdpa")
     assert r.run_id == "test-run" and len(r.cell_id) == 12
     assert r.torch == torch.__version__
-    for k in ("ttft_ms", "tpot_ms", "e2e_ms", "decode_tok_s", "e2e_tok_s", "peak_mem_mib", "weights_mib"):
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms", "decode_tok_s", "e2e_tok_s", "peak_mem_mib", "weights_mib", "launch_us"):
         v = getattr(r, k)
         assert v is not None and math.isfinite(v) and v > 0, (k, v)
 
@@ -202,13 +202,31 @@ def test_quantized_is_smaller_and_int2_smaller_than_int4(rows, model):
 @pytest.mark.parametrize("model", MODELS)
 def test_paged_pool_holds_the_batch(rows, model):
     cfg, r = rows[model, "paged"]
+    block = cfg.cache.block_size
+    assert r.block_size == block == 256  # conf/cache/paged.yaml: transformers' default
     per_token = _kv_bytes_per_token(cfg.model.arch)
-    blocks = B * math.ceil((P + N) / measure.PAGED_BLOCK_SIZE)
+    blocks = B * math.ceil((P + N) / block)
     pool = r.kv_cache_mib * MIB
-    assert pool % (per_token * measure.PAGED_BLOCK_SIZE) == 0   # whole blocks
+    assert pool % (per_token * block) == 0   # whole blocks
     # the requested blocks, plus at most a few reserved by transformers (trash/sentinel)
-    assert blocks * per_token * measure.PAGED_BLOCK_SIZE <= pool <= (blocks + 4) * per_token * measure.PAGED_BLOCK_SIZE
+    assert blocks * per_token * block <= pool <= (blocks + 4) * per_token * block
     assert r.kv_theory_mib is None
+    assert rows[model, "dynamic"][1].block_size is None
+
+
+def test_paged_block_size_is_a_condition(make_cfg, fresh_models):
+    """cache.block_size reaches continuous batching (the pool is whole blocks of it) and the row's cell id."""
+    cfg = make_cfg("model=tiny-gpt2", "cache=paged", "cache.block_size=4", f"prompt_len={P}", f"new_tokens={N}",
+                   "batch=1", "repeats=1")
+    r = run_cell(cfg, "t")
+    assert r.status == "ok", r.error
+    per_token = _kv_bytes_per_token(cfg.model.arch)
+    blocks = math.ceil((P + N) / 4)
+    assert r.block_size == 4
+    assert blocks * per_token * 4 <= r.kv_cache_mib * MIB <= (blocks + 4) * per_token * 4
+    default = run_cell(make_cfg("model=tiny-gpt2", "cache=paged", f"prompt_len={P}", f"new_tokens={N}", "batch=1",
+                                "repeats=1"), "t")
+    assert default.block_size == 256 and default.cell_id != r.cell_id
 
 
 # ---- (d) what cannot run on a CPU says so ----
@@ -345,6 +363,30 @@ def test_compile_switch(make_cfg, monkeypatch, compile_, expect):
     assert r.compiled is expect
 
 
+def test_graph_breaks_in_the_compiled_forward_are_counted(make_cfg, monkeypatch):
+    """A real dynamo compile (backend=eager: no inductor) of a forward that breaks its graph once per call
+    site: the row says compiled, and how many graph breaks dynamo met; an uncompiled cell says 0."""
+    cfg = make_cfg("model=tiny-gpt2", "cache=static", "repeats=1", "warmup=1")
+    cls = type(runner.get_model(cfg, "cpu").model)
+
+    def compiled_call(self, compile_config):
+        def forward(*a, **k):
+            torch._dynamo.graph_break()
+            return self.__call__(*a, **k)
+        return torch.compile(forward, backend="eager")
+
+    monkeypatch.setattr(cls, "_valid_auto_compile_criteria", lambda self, mk, gc: True, raising=True)
+    monkeypatch.setattr(cls, "get_compiled_call", compiled_call, raising=True)
+    torch._dynamo.reset()
+    r = run_cell(cfg, "test-run")
+    assert r.status == "ok", r.error
+    assert r.compiled is True
+    assert r.graph_breaks >= 1 and r.recompile_limit_hits == 0
+    monkeypatch.undo()
+    plain = run_cell(make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=1"), "test-run")
+    assert plain.compiled is False and plain.graph_breaks == 0 and plain.recompile_limit_hits == 0
+
+
 def test_compile_off_on_cpu_records_not_compiled(make_cfg):
     r = run_cell(make_cfg("model=tiny-llama", "cache=static", "compile=off"), "test-run")
     assert r.status == "ok", r.error
@@ -414,3 +456,72 @@ def test_rows_name_the_host_cpu_and_the_code(rows):
     r = rows["tiny-gpt2", "dynamic"][1]
     assert r.cpu and r.cpu == _cpu()
     assert len(r.code_hash) == 12 and r.code_hash == _code_hash()
+
+
+# ---- (k) what torch.compile met ----
+
+def test_compile_watch_counts_breaks_and_the_recompile_limit():
+    """Real dynamo on a toy: one graph break per layer call site, and a guard on each layer's own int that
+    makes dynamo recompile per layer until it hits recompile_limit (as gpt2's attention did on the H100)."""
+    class Layer(torch.nn.Module):
+        def __init__(self, i):
+            super().__init__()
+            self.i = i
+
+        def forward(self, x):
+            y = x * self.i
+            return y + int(y.sum().item())  # .item(): a graph break
+
+    layers = [Layer(i) for i in range(6)]
+
+    def net(x):
+        for m in layers:
+            x = m(x)
+        return x
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(recompile_limit=2), measure.compile_watch() as seen:
+        torch.compile(net, backend="eager")(torch.ones(3))
+    assert seen["graph_breaks"] >= 2
+    assert seen["recompile_limit_hits"] >= 1
+    with measure.compile_watch() as nothing:
+        net(torch.ones(3))  # not compiled
+    assert nothing == {"graph_breaks": 0, "recompile_limit_hits": 0}
+
+
+def test_launch_us_sees_a_busy_host():
+    """launch_us is the host's speed at issuing ops: a thread competing for the interpreter must raise it."""
+    import threading
+
+    measure.launch_us("cpu")  # first use in this process: allocator and dispatcher warm
+    quiet = measure.launch_us("cpu")
+    stop = threading.Event()
+
+    def hog():
+        while not stop.is_set():
+            sum(range(1000))
+
+    t = threading.Thread(target=hog)
+    t.start()
+    try:
+        busy = measure.launch_us("cpu")
+    finally:
+        stop.set()
+        t.join()
+    assert 0 < quiet < 1000
+    assert busy > 1.5 * quiet, (quiet, busy)
+
+
+def test_rows_record_the_cuda_allocator_settings(monkeypatch):
+    """PYTORCH_CUDA_ALLOC_CONF changes what fits, so a CUDA row carries it ('' = PyTorch's defaults)."""
+    from bench import env
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(env, "_driver", lambda: "1.0")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert env.environment.__wrapped__("cuda")["cuda_alloc_conf"] == "expandable_segments:True"
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    assert env.environment.__wrapped__("cuda")["cuda_alloc_conf"] == ""
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert env.environment.__wrapped__("cpu")["cuda_alloc_conf"] == ""  # no CUDA allocator on a CPU row
