@@ -134,13 +134,16 @@ def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device:
     inputs = input_ids.tolist()
     sync(device)
     t0 = time.perf_counter()
-    out = model.generate_batch(inputs=inputs, generation_config=gen_cfg, continuous_batching_config=cb_cfg,
-                               record_timestamps=True, persistent_manager=True, warmup=False)
+    # its generation loop runs in a thread that logs a failure instead of raising it: keep what it says
+    with _logged("ContinuousBatchingLogger", logging.ERROR) as errors:
+        out = model.generate_batch(inputs=inputs, generation_config=gen_cfg, continuous_batching_config=cb_cfg,
+                                   record_timestamps=True, persistent_manager=True, warmup=False)
     results = list(out.values())
-    produced = min(len(r.generated_tokens) for r in results)
+    produced = min((len(r.generated_tokens) for r in results), default=0)
     if produced != new_tokens or len(results) != batch:
+        why = f"; its thread logged: {errors[0].splitlines()[0]}" if errors else ""
         raise ShortGeneration(f"asked for {batch} x {new_tokens} new tokens, continuous batching produced "
-                              f"{len(results)} x {produced}")
+                              f"{len(results)} x {produced}{why}")
     # Per position: the slowest sequence of the batch decides when that token is out for all.
     stamps = np.array([r.timestamps[:new_tokens] for r in results]).max(axis=0)
     tokens = (stamps - t0) * 1e3
@@ -239,14 +242,21 @@ def copy_bandwidth_gb_s(device: str) -> float:
 
 # ---- what ran ----
 
-class _LimitHits(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.hits = 0
+@contextlib.contextmanager
+def _logged(logger: str, level: int = logging.WARNING):
+    """The messages `logger` and its children emit at `level` or above while the block runs."""
+    messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("torch._dynamo hit config.") and "recompile_limit" in record.getMessage():
-            self.hits += 1
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    keep, log = Keep(level), logging.getLogger(logger)
+    log.addHandler(keep)
+    try:
+        yield messages
+    finally:
+        log.removeHandler(keep)
 
 
 @contextlib.contextmanager
@@ -258,15 +268,13 @@ def compile_watch():
 
     seen = {"graph_breaks": 0, "recompile_limit_hits": 0}
     before = sum(counters["graph_break"].values())
-    hits = _LimitHits()
-    logger = logging.getLogger("torch._dynamo")
-    logger.addHandler(hits)
     try:
-        yield seen
+        with _logged("torch._dynamo") as warnings:
+            yield seen
     finally:
-        logger.removeHandler(hits)
         seen["graph_breaks"] = sum(counters["graph_break"].values()) - before
-        seen["recompile_limit_hits"] = hits.hits
+        seen["recompile_limit_hits"] = sum(m.startswith("torch._dynamo hit config.") and "recompile_limit" in m
+                                           for m in warnings)
 
 
 SDPA_OPS = {

@@ -525,3 +525,19 @@ def test_rows_record_the_cuda_allocator_settings(monkeypatch):
     assert env.environment.__wrapped__("cuda")["cuda_alloc_conf"] == ""
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     assert env.environment.__wrapped__("cpu")["cuda_alloc_conf"] == ""  # no CUDA allocator on a CPU row
+
+
+def test_a_failure_inside_continuous_batching_is_named_in_the_row(make_cfg, monkeypatch):
+    """generate_batch runs its loop in a thread that logs an error and returns no tokens (as flash-attn's block
+    size check did on the H100): the row must carry that error, not only the missing tokens."""
+    cfg = make_cfg("model=tiny-llama", "cache=paged", "new_tokens=6", "repeats=1")
+    model = runner.get_model(cfg, "cpu").model
+
+    def broken(*a, **k):
+        raise RuntimeError("Paged KV cache block size must be divisible by 256")
+
+    monkeypatch.setattr(model, "forward", broken)
+    r = run_cell(cfg, "test-run")
+    assert r.status == "error"
+    assert "ShortGeneration" in r.error and "produced 1 x 0" in r.error
+    assert "its thread logged" in r.error and "divisible by 256" in r.error
