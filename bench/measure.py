@@ -208,20 +208,22 @@ def peak_bytes(device: str) -> tuple[int, Optional[int]]:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
 
 
-def launch_us(device: str, ops: int = 2000) -> float:
+def launch_us(device: str, window_s: float = 0.05) -> float:
     """Host time to issue one tiny op, in microseconds (on CUDA: one kernel launch; the GPU finishes each
     faster than the host issues the next). A batch-1 decode step of a small model is made of such launches,
-    so this is the host speed behind its time: the median of 5 rounds, taken in the cell's own process."""
+    so this is the host speed behind its time, taken in the cell's own process. The mean over a 50 ms window
+    (after a warm-up): long enough to include time the host gives to other work, which a median would drop."""
     x = torch.zeros(16, device=device)
-    per_round, rounds = ops // 5, []
-    for _ in range(6):  # the first round warms up and is dropped
-        sync(device)
-        t = time.perf_counter()
-        for _ in range(per_round):
+    for _ in range(100):  # warm-up: allocator, dispatcher, first launch
+        x.add_(1)
+    sync(device)
+    ops, t = 0, time.perf_counter()
+    while time.perf_counter() - t < window_s:
+        for _ in range(100):
             x.add_(1)
-        sync(device)
-        rounds.append((time.perf_counter() - t) / per_round * 1e6)
-    return float(np.median(rounds[1:]))
+        ops += 100
+    sync(device)
+    return (time.perf_counter() - t) / ops * 1e6
 
 
 @functools.lru_cache(maxsize=None)
