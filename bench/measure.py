@@ -211,8 +211,8 @@ def peak_bytes(device: str) -> tuple[int, Optional[int]]:
 def launch_us(device: str, window_s: float = 0.05) -> float:
     """Host time to issue one tiny op, in microseconds (on CUDA: one kernel launch; the GPU finishes each
     faster than the host issues the next). A batch-1 decode step of a small model is made of such launches,
-    so this is the host speed behind its time, taken in the cell's own process. The mean over a 50 ms window
-    (after a warm-up): long enough to include time the host gives to other work, which a median would drop."""
+    so this is the host speed behind its time, taken in the cell's own process: the mean over a 50 ms window
+    after a warm-up, so time the host spends on other work inside the window counts."""
     x = torch.zeros(16, device=device)
     for _ in range(100):  # warm-up: allocator, dispatcher, first launch
         x.add_(1)

@@ -20,12 +20,12 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
+from .record import CELL_KEYS
 from .store import load
 
 # Conditions shared by every bar of one figure, and those that tell strategies apart within it.
 SETUP = ("model", "weights", "device", "gpu", "dtype", "batch", "prompt_len", "new_tokens")
-STRATEGY = ("cache", "nbits", "quant_backend", "residual_length", "q_group_size", "axis_key", "axis_value",
-            "block_size", "attn", "sdpa_backend", "compile", "seed")
+STRATEGY = tuple(k for k in CELL_KEYS if k not in SETUP)  # cache and its settings, attention, compile, seed
 CELL = SETUP + STRATEGY  # a row's cell: same values = same measurement, repeated
 # Rows of different models that agree on all of these are one architecture comparison (by kv_heads).
 ARCH_GROUP = tuple(c for c in CELL if c != "model")
@@ -474,8 +474,7 @@ def arch_slug(s: dict) -> str:
     tag = {"nbits": "int", "block_size": "bs", "residual_length": "r", "q_group_size": "g", "axis_key": "ak",
            "axis_value": "av", "batch": "b", "prompt_len": "p", "new_tokens": "n", "seed": "s"}
     parts = [s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"]]
-    for c in ("batch", "prompt_len", "new_tokens", "cache", "nbits", "quant_backend", "residual_length",
-              "q_group_size", "axis_key", "axis_value", "block_size", "attn", "sdpa_backend"):
+    for c in ("batch", "prompt_len", "new_tokens") + tuple(c for c in STRATEGY if c not in ("compile", "seed")):
         if s[c] != "":
             parts.append(tag.get(c, "") + s[c])
     parts += [f"compile-{s['compile'] or 'none'}", f"s{s['seed'] or 'none'}"]

@@ -63,8 +63,9 @@ stages() {
   stage llama7b-b96-expandable env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
     python3 -m bench run sweep=llama7b_batch cache=dynamic batch=96 store="$STORE"
   # launch-bound repeats: the same cells twice, each process pinned to two cores (is host scheduling the noise?)
-  stage gpt2-pinned-a taskset -c 2-3 python3 -m bench run -m model=gpt2 cache=none,dynamic attn=eager,sdpa store="$STORE"
-  stage gpt2-pinned-b taskset -c 2-3 python3 -m bench run -m model=gpt2 cache=none,dynamic attn=eager,sdpa store="$STORE"
+  for rep in a b; do
+    stage "gpt2-pinned-$rep" taskset -c 2-3 python3 -m bench run -m model=gpt2 cache=none,dynamic attn=eager,sdpa store="$STORE"
+  done
   run llama8b-4096-fa2 sweep=llama7b_long cache=dynamic,static attn=flash_attention_2
   # 7B: the other attention paths, and offloaded_static without compile
   run llama7b-attn sweep=llama7b cache=dynamic,static attn=eager,flex_attention
