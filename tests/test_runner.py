@@ -546,3 +546,26 @@ def test_a_failure_inside_continuous_batching_is_named_in_the_row(make_cfg, monk
     assert r.status == "error"
     assert "ShortGeneration" in r.error and "produced 1 x 0" in r.error
     assert "its thread logged" in r.error and "divisible by 256" in r.error
+
+
+def test_cell_ids_of_rows_without_a_block_size_are_unchanged(make_cfg):
+    """block_size joined the cell key after rows existed: where it is unset, the id must be the hash of the
+    older key (every other condition plus dtype), so stored rows still match new ones of the same cell."""
+    import hashlib
+    import json
+
+    from bench.record import CELL_KEYS, conditions
+
+    cfg = make_cfg("model=tiny-gpt2", "cache=dynamic")
+    r = conditions(cfg, "cpu")
+    older = {k: getattr(r, k) for k in CELL_KEYS if k != "block_size"}
+    want = hashlib.sha1(json.dumps({**older, "dtype": cfg.dtype}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert r.block_size is None and r.cell_id == want
+    # and a row the H100 wrote before block_size existed (session 2, results/) is matched by today's id
+    from pathlib import Path
+
+    stored = [json.loads(ln) for ln in (Path(__file__).parent.parent / "results" /
+                                        "20261123T150955-vm-1329.jsonl").read_text().splitlines()]
+    old = next(x for x in stored if (x["cache"], x["attn"]) == ("dynamic", "eager"))
+    same = make_cfg("model=gpt2", "cache=dynamic", "attn=eager", "prompt_len=128", "new_tokens=128")
+    assert conditions(same, "cuda").cell_id == old["cell_id"]
