@@ -121,7 +121,9 @@ def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device:
     """The paged path: continuous batching via generate_batch, timed from its per-token timestamps.
 
     Continuous batching ignores min_new_tokens, so EOS is disabled (eos_token_id=-1) to force the
-    length. The block pool is sized to this workload (transformers' default takes ~90% of free memory)."""
+    length. The block pool is sized to this workload (transformers' default takes ~90% of free memory).
+    Block sharing (prefix caching) is off: the manager persists across warmup and repeats, which send the same
+    prompts, so with it every timed call after the first skipped its prefill (TTFT of one decode step)."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -129,7 +131,7 @@ def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device:
     block = kwargs["block_size"]  # tokens per block (conf/cache/paged.yaml)
     blocks_per_seq = -(-(prompt_len + new_tokens) // block)
     cb_cfg = ContinuousBatchingConfig(block_size=block, num_blocks=batch * blocks_per_seq,
-                                      max_batch_tokens=batch * prompt_len)
+                                      max_batch_tokens=batch * prompt_len, allow_block_sharing=False)
     gen_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
     inputs = input_ids.tolist()
     sync(device)

@@ -51,7 +51,13 @@ stages() {
   run llama7b-repeat sweep=llama7b cache=none,dynamic,static attn=sdpa
   # 4096-token prompts (Llama-3-8B shapes)
   run llama8b-4096 sweep=llama7b_long cache=none,dynamic,static,quantized,paged,offloaded attn=sdpa
-  # --- session 4 first (session 3's budget ended inside llama8b-4096) ---
+  # --- session 5: every paged cell again, now that each timed call prefills its prompt (until then the
+  # persistent manager's prefix cache served the repeats' prompts from the warmup call) ---
+  run llama7b-paged sweep=llama7b cache=paged attn=sdpa,flash_attention_2
+  run llama8b-4096-paged sweep=llama7b_long cache=paged attn=sdpa,flash_attention_2
+  run gpt2-paged -m model=gpt2 cache=paged attn=eager,sdpa
+  run gpt2-fp16-paged -m model=gpt2 dtype=float16 cache=paged attn=sdpa,flash_attention_2
+  # --- session 4 (session 3's budget ended inside llama8b-4096) ---
   # the rest of the 4096-token sdpa row set, offloaded_static without compile (with it the worker segfaults)
   run llama8b-4096-rest sweep=llama7b_long cache=offloaded,quantized_int2,quantized_hqq attn=sdpa
   run llama8b-4096-offst sweep=llama7b_long cache=offloaded_static compile=off attn=sdpa
