@@ -91,7 +91,10 @@ def _spy(obj, name: str) -> list:
 
 def _classify(e: BaseException) -> tuple[str, str]:
     msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
-    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+    # continuous batching refuses a block pool that will not fit ("Memory footprint N is more than available
+    # memory M") inside its thread: that is an OOM too, not a bug
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
+            s in str(e).lower() for s in ("out of memory", "more than available memory")):
         return "oom", msg
     if "No available kernel" in str(e) or isinstance(e, (ImportError, NotImplementedError)):
         return "unavailable", msg

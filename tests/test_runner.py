@@ -589,3 +589,18 @@ def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg, monkeypatch)
     calls = 1 + 2  # warmup + repeats
     assert sum(fed) == calls * (prompt + new - 1)  # no call reused another's prompt
     assert fed.count(prompt) == calls  # each call opened with a full-length prefill
+
+
+def test_a_block_pool_that_does_not_fit_is_an_oom_row(make_cfg, monkeypatch):
+    """On the H100 continuous batching refused a batch-96 7B pool inside its thread ("Memory footprint
+    77828849664 is more than available memory 63465239347"): the row must say oom, as a CUDA OOM does."""
+    cfg = make_cfg("model=tiny-llama", "cache=paged", "new_tokens=6", "repeats=1")
+    model = runner.get_model(cfg, "cpu").model
+
+    def too_big(*a, **k):
+        raise MemoryError("Memory footprint 77828849664 is more than available memory 63465239347")
+
+    monkeypatch.setattr(model, "forward", too_big)
+    r = run_cell(cfg, "test-run")
+    assert r.status == "oom", (r.status, r.error)
+    assert "more than available memory" in r.error
