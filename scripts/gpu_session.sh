@@ -57,6 +57,9 @@ stages() {
   run llama8b-4096-paged sweep=llama7b_long cache=paged attn=sdpa,flash_attention_2
   run gpt2-paged -m model=gpt2 cache=paged attn=eager,sdpa
   run gpt2-fp16-paged -m model=gpt2 dtype=float16 cache=paged attn=sdpa,flash_attention_2
+  # the serving case paged is for: batch 32 and 96 under flash-attn, against dynamic, allocator unfragmented
+  stage llama7b-batch-fa2 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
+    python3 -m bench run sweep=llama7b_batch batch=32,96 cache=dynamic,paged attn=flash_attention_2 store="$STORE"
   # --- session 4 (session 3's budget ended inside llama8b-4096) ---
   # the rest of the 4096-token sdpa row set, offloaded_static without compile (with it the worker segfaults)
   run llama8b-4096-rest sweep=llama7b_long cache=offloaded,quantized_int2,quantized_hqq attn=sdpa
