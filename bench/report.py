@@ -52,9 +52,10 @@ RANDOM_NOTE = ("Random weights: the real architecture and tensor shapes with ran
                "new_tokens is forced every row decodes the same length.")
 MBU_NOTE = ("MBU (memory-bandwidth utilisation) = bandwidth_floor_ms / tpot_ms: the bandwidth floor is the time a "
             "decode step would take if it did nothing but read the weights and the KV cache (at the mean decode "
-            "length) once at the measured device copy bandwidth; 1 means the step runs at that floor. At small "
-            "batch and short context a model is bound by kernel launches and host overhead, not by memory "
-            "traffic, and sits far below 1.")
+            "length) once at the measured device copy bandwidth; 1 means the step runs at that floor. A step "
+            "that only reads can move bytes faster than a copy (which reads and writes), so a value a little above "
+            "1 means the step beat the copy, not the hardware. At small batch and short context a model is bound "
+            "by kernel launches and host overhead, not by memory traffic, and sits far below 1.")
 QUALITY_NOTE = ("Quality against KV memory: x is the KV bytes a strategy saves against the full-precision dynamic "
                 "cache of this setup (from kv_cache_mib; 100% = no cache kept, negative = more than dynamic), y is "
                 "ppl_delta (perplexity through the cache minus the dynamic cache's, same attention; 0 = no loss) "
