@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from .record import CELL_KEYS
-from .report import RC, SETUP, _figure, _md, _nat, _num, _s, _save, setup_title, slug, strategy_label
+from .report import RC, SETUP, _figure, _md, _nat, _num, _place_unloaded, _s, _save, setup_title, slug, strategy_label
 from .store import load
 
 SETUP_KEYS = tuple(k for k in SETUP if k != "gpu")  # a figure/table: model, weights, device, dtype, lengths
@@ -141,11 +141,12 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     for c in set(COND) | set(ENV) | {"run_id", "status", "error", "timestamp"}:
         if c not in df.columns:
             df[c] = None
-    for c in COND:
+    for c in (*COND, "gpu"):
         df[c] = df[c].map(_s)
     df["_ts"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
     df["_run"] = df["run_id"].map(_s)
     df = df.sort_values(["_ts", "_run"], kind="stable", na_position="first")
+    _place_unloaded(df)  # a crashed worker's row joins its setup, as in the report
     df["_key"] = [tuple(v) for v in df[list(COND)].values] if len(df) else []
     return df
 

@@ -383,3 +383,22 @@ def test_conditions_show_the_host_speed_and_cpu(tmp_path):
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| launch_us (median; host speed) | 5.50 (5.00–6.00) | 9.00 (9.00–9.00) |" in md
     assert "| cpu | Xeon A | Xeon B |" in md and "Environment differs in: cpu." in md
+
+
+def test_a_row_written_without_a_loaded_model_is_matched_to_its_cell(tmp_path):
+    """A crashed worker's row has no loaded dtype or GPU (as the H100's offloaded_static + compile rows):
+    compare must place it in its setup, as the report does, so the cell reads 'error', not 'absent'."""
+    b, h = tmp_path / "b", tmp_path / "h"
+    RunFile(b, "rb").append(row(GPU, BASE_ENV, "2024-01-01T00:00:00+00:00", cache="offloaded_static"))
+    f = RunFile(h, "rh")
+    f.append(row(GPU, HEAD_ENV, "2024-01-02T00:00:00+00:00", cache="dynamic"))
+    f.append(Record(**{**GPU, **HEAD_ENV, "weights": "auto", "dtype": "", "gpu": ""}, cache="offloaded_static",
+                    attn="sdpa", sdpa_backend="auto", compile="auto", status="error",
+                    error="the worker process died during this cell (signal SIGSEGV)",
+                    timestamp="2024-01-02T00:00:01+00:00").as_row())
+    cmp.write_compare(str(b), str(h), out=tmp_path / "out")
+    md = (tmp_path / "out" / "compare.md").read_text()
+    only_base = md.split("### Only in base")[1].split("### Only in head")[0]
+    assert "| offloaded_static / sdpa | error: the worker process died during this cell (signal SIGSEGV) |" in only_base
+    not_ok = md.split("## Rows not ok")[1]
+    assert "real weights" in not_ok.split("SIGSEGV")[0].splitlines()[-1]  # listed under its setup, not "auto"
