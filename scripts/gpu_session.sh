@@ -60,6 +60,9 @@ stages() {
   # the serving case paged is for: batch 32 and 96 under flash-attn, against dynamic, allocator unfragmented
   stage llama7b-batch-fa2 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
     python3 -m bench run sweep=llama7b_batch batch=32,96 cache=dynamic,paged attn=flash_attention_2 store="$STORE"
+  # --- session 7: the other attention paths at 4096 tokens, and the remaining caches at the large batches
+  run llama8b-4096-attn sweep=llama7b_long cache=dynamic,static attn=eager,flex_attention
+  run llama7b-batch-rest sweep=llama7b_batch cache=offloaded,static
   # --- session 4 (session 3's budget ended inside llama8b-4096) ---
   # the rest of the 4096-token sdpa row set, offloaded_static without compile (with it the worker segfaults)
   run llama8b-4096-rest sweep=llama7b_long cache=offloaded,quantized_int2,quantized_hqq attn=sdpa
