@@ -532,20 +532,27 @@ def test_rows_record_the_cuda_allocator_settings(monkeypatch):
     assert env.environment.__wrapped__("cpu")["cuda_alloc_conf"] == ""  # no CUDA allocator on a CPU row
 
 
-def test_a_failure_inside_continuous_batching_is_named_in_the_row(make_cfg, monkeypatch):
-    """generate_batch runs its loop in a thread that logs an error and returns no tokens (as flash-attn's block
-    size check did on the H100): the row must carry that error, not only the missing tokens."""
+@pytest.mark.parametrize("raised, status, said", [
+    # flash-attn's block-size check, as on the H100: a failure, named
+    (RuntimeError("Paged KV cache block size must be divisible by 256"), "error", "divisible by 256"),
+    # continuous batching's own refusal of a pool that does not fit (batch 96 of Llama-2-7B on the H100): an OOM
+    (MemoryError("Memory footprint 77828849664 is more than available memory 63465239347"), "oom",
+     "more than available memory"),
+])
+def test_a_failure_inside_continuous_batching_is_named_in_the_row(make_cfg, monkeypatch, raised, status, said):
+    """generate_batch runs its loop in a thread that logs an error and returns no tokens: the row must carry
+    that error, not only the missing tokens, and a memory refusal must read oom, as a CUDA OOM does."""
     cfg = make_cfg("model=tiny-llama", "cache=paged", "new_tokens=6", "repeats=1")
     model = runner.get_model(cfg, "cpu").model
 
     def broken(*a, **k):
-        raise RuntimeError("Paged KV cache block size must be divisible by 256")
+        raise raised
 
     monkeypatch.setattr(model, "forward", broken)
     r = run_cell(cfg, "test-run")
-    assert r.status == "error"
+    assert r.status == status, (r.status, r.error)
     assert "ShortGeneration" in r.error and "produced 1 x 0" in r.error
-    assert "its thread logged" in r.error and "divisible by 256" in r.error
+    assert "its thread logged" in r.error and said in r.error
 
 
 def test_cell_ids_of_rows_without_a_block_size_are_unchanged(make_cfg):
@@ -589,18 +596,3 @@ def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg, monkeypatch)
     calls = 1 + 2  # warmup + repeats
     assert sum(fed) == calls * (prompt + new - 1)  # no call reused another's prompt
     assert fed.count(prompt) == calls  # each call opened with a full-length prefill
-
-
-def test_a_block_pool_that_does_not_fit_is_an_oom_row(make_cfg, monkeypatch):
-    """On the H100 continuous batching refused a batch-96 7B pool inside its thread ("Memory footprint
-    77828849664 is more than available memory 63465239347"): the row must say oom, as a CUDA OOM does."""
-    cfg = make_cfg("model=tiny-llama", "cache=paged", "new_tokens=6", "repeats=1")
-    model = runner.get_model(cfg, "cpu").model
-
-    def too_big(*a, **k):
-        raise MemoryError("Memory footprint 77828849664 is more than available memory 63465239347")
-
-    monkeypatch.setattr(model, "forward", too_big)
-    r = run_cell(cfg, "test-run")
-    assert r.status == "oom", (r.status, r.error)
-    assert "more than available memory" in r.error
