@@ -123,7 +123,7 @@ def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device:
     Continuous batching ignores min_new_tokens, so EOS is disabled (eos_token_id=-1) to force the
     length. The block pool is sized to this workload (transformers' default takes ~90% of free memory).
     Block sharing (prefix caching) is off: the manager persists across warmup and repeats, which send the same
-    prompts, so with it every timed call after the first skipped its prefill (TTFT of one decode step)."""
+    prompts, so with it every timed call after the first skipped most of its prefill (a TTFT far too short)."""
     from transformers import GenerationConfig
     from transformers.generation.configuration_utils import ContinuousBatchingConfig
 

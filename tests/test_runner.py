@@ -199,17 +199,22 @@ def test_quantized_is_smaller_and_int2_smaller_than_int4(rows, model):
     assert rows[model, "dynamic"][1].kv_quantized_share is None
 
 
+def _assert_pool_of_blocks(r, arch: dict, batch: int, block: int) -> None:
+    """The paged row's KV bytes are its block pool: whole blocks, the ones the batch needs plus at most a few
+    that transformers reserves (trash/sentinel)."""
+    per_block = _kv_bytes_per_token(arch) * block
+    blocks = batch * math.ceil((P + N) / block)
+    pool = r.kv_cache_mib * MIB
+    assert pool % per_block == 0
+    assert blocks * per_block <= pool <= (blocks + 4) * per_block
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_paged_pool_holds_the_batch(rows, model):
     cfg, r = rows[model, "paged"]
     block = cfg.cache.block_size
     assert r.block_size == block == 256  # conf/cache/paged.yaml: transformers' default
-    per_token = _kv_bytes_per_token(cfg.model.arch)
-    blocks = B * math.ceil((P + N) / block)
-    pool = r.kv_cache_mib * MIB
-    assert pool % (per_token * block) == 0   # whole blocks
-    # the requested blocks, plus at most a few reserved by transformers (trash/sentinel)
-    assert blocks * per_token * block <= pool <= (blocks + 4) * per_token * block
+    _assert_pool_of_blocks(r, cfg.model.arch, B, block)
     assert r.kv_theory_mib is None
     assert rows[model, "dynamic"][1].block_size is None
 
@@ -220,10 +225,8 @@ def test_paged_block_size_is_a_condition(make_cfg, fresh_models):
                    "batch=1", "repeats=1")
     r = run_cell(cfg, "t")
     assert r.status == "ok", r.error
-    per_token = _kv_bytes_per_token(cfg.model.arch)
-    blocks = math.ceil((P + N) / 4)
     assert r.block_size == 4
-    assert blocks * per_token * 4 <= r.kv_cache_mib * MIB <= (blocks + 4) * per_token * 4
+    _assert_pool_of_blocks(r, cfg.model.arch, 1, 4)
     default = run_cell(make_cfg("model=tiny-gpt2", "cache=paged", f"prompt_len={P}", f"new_tokens={N}", "batch=1",
                                 "repeats=1"), "t")
     assert default.block_size == 256 and default.cell_id != r.cell_id
@@ -578,7 +581,7 @@ def test_cell_ids_of_rows_without_a_block_size_are_unchanged(make_cfg):
     assert conditions(same, "cuda").cell_id == old["cell_id"]
 
 
-def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg, monkeypatch):
+def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg):
     """Continuous batching's manager persists across warmup and repeats, which send the same prompts: with
     prefix caching on, every call after the first skipped its prefill (the H100's 7B paged cells showed a TTFT
     of 11 ms for 1024 tokens, below what the GPU's FLOPs allow). Each call must run the whole prompt again."""
