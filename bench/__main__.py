@@ -1,32 +1,45 @@
-"""kvbench command line: run | report | compare | plan | env."""
+"""kvbench command line: run | report | compare | plan | pr | env."""
 from __future__ import annotations
 
 import sys
 
 USAGE = """usage: python -m bench COMMAND [key=value ...]
-  run     measure one cell, or a sweep with -m / sweep=default   (Hydra overrides)
+  run     measure one cell, or a sweep with -m / sweep=default   (Hydra overrides; see README)
   report  write plots/ and plots/report.md from the store          [store=results out=plots]
-  compare BASE HEAD: what changed beyond noise between two result sets   [out=plots]
-  plan    KV memory and capacity for an architecture on a GPU      model=NAME gpu=NAME|GiB [cache=... nbits=...]
+  compare BASE HEAD: what changed beyond noise between two result sets   [out=plots noise=FILE calibrate=true]
+  plan    KV memory and capacity for an architecture on a GPU      model=NAME gpu=NAME|GiB [seq_len= batch= ...]
+  reference  the reference report of one GPU's rows: decision table first  gpu=NAME [store=results out=...]
+  pr      BASE_REF HEAD_REF: measure two commits interleaved and compare them   [out=DIR rounds=2 -- run overrides]
   env     print the environment columns a row would carry here"""
+COMMANDS = ("run", "report", "compare", "plan", "reference", "pr", "env")
 
 
-GROUPS = ("model", "cache", "attn", "sweep")
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
-def unknown_group_choice(overrides: list[str]) -> str:
-    """One line for a config-group choice that has no conf/<group>/<name>.yaml (Hydra's is a screenful)."""
-    from pathlib import Path
+def run(argv: list[str]) -> int:
+    """Check every cell of the command before anything loads, then hand it to Hydra."""
+    from . import compose
+    from .checks import ConfigError
+    from .store import check_writable
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    for o in overrides:
-        key, eq, value = o.partition("=")
-        if eq and key in GROUPS and "(" not in value:
-            allowed = sorted(p.stem for p in (conf / key).glob("*.yaml"))
-            for v in value.split(","):
-                if v.strip() not in allowed:
-                    return f"{key}={v.strip()} is not a known {key}; choose one of: {', '.join(allowed)}"
-    return ""
+    try:
+        cells = compose.cells(argv)
+        for store in sorted({c.store for c in cells}):
+            check_writable(store)
+    except (ConfigError, OSError) as e:
+        return fail(str(e))
+    from . import cli, progress
+    from .config import NO_GPU
+
+    if cli.gpu_missing(cells):
+        return fail(NO_GPU)
+    progress.expect(len(cells))
+    sys.argv = [f"{sys.argv[0]} run", *compose.normalize(argv)]
+    cli.main()
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -35,20 +48,19 @@ def main(argv: list[str]) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd == "run":
-        bad = unknown_group_choice(rest)
-        if bad:
-            print(f"error: {bad}", file=sys.stderr)
-            return 2
-        from . import cli
-        sys.argv = [f"{sys.argv[0]} run", *rest]
-        cli.main()
-        return 0
+        return run(rest)
     if cmd == "report":
-        from . import report
-        return report.main(rest)
+        from .report import cli as report_cli
+        return report_cli.report(rest)
     if cmd == "compare":
-        from . import compare
-        return compare.main(rest)
+        from .report import cli as report_cli
+        return report_cli.compare(rest)
+    if cmd == "reference":
+        from .report import reference
+        return reference.main(rest)
+    if cmd == "pr":
+        from .report import pr
+        return pr.main(rest)
     if cmd == "plan":
         from . import plan
         return plan.main(rest)
@@ -56,8 +68,7 @@ def main(argv: list[str]) -> int:
         from . import env
         print(env.report())
         return 0
-    print(f"error: unknown command {cmd!r}; allowed: run, report, compare, plan, env", file=sys.stderr)
-    return 2
+    return fail(f"unknown command {cmd!r}; allowed: {', '.join(COMMANDS)}")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,34 @@
-"""Typed run configuration (Hydra structured configs) and its validation.
+"""Typed run configuration: each setting has one home, and the dataclass that holds it checks it.
 
-Hydra composes conf/*.yaml onto these dataclasses; `validate` then checks what types alone
-cannot, and raises ConfigError with one line naming what is wrong and what is allowed.
+conf/config.yaml gives the defaults, the conf/ groups give a model, a cache strategy and an attention
+path, and `bench.compose` turns Hydra's composed dict into these dataclasses. Checks run in
+`__post_init__`, before any model loads, and raise ConfigError with one line (exit code 2). The cache
+strategy's settings live in its own class (bench/strategies/); the top-level `nbits`, `quant_backend` and
+`sdpa_backend` are spellings of those group settings, resolved once by bench.compose.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
-CACHES = ("none", "dynamic", "static", "offloaded", "offloaded_static", "quantized", "paged")
+from . import checks
+from .checks import ConfigError
+
 ATTNS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
-QUANT_BACKENDS = ("quanto", "hqq")
-NBITS = (2, 4)
 COMPILE = ("auto", "off")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 WEIGHTS = ("auto", "real", "random")
+QUALITY = ("auto", "on", "off")
+NO_GPU = ("device=cuda but torch sees no CUDA GPU here (torch.cuda.is_available() is False); "
+          "use device=cpu or device=auto")
+
+__all__ = ["ATTNS", "SDPA_BACKENDS", "ConfigError", "ModelConfig", "AttnConfig", "RunConfig", "field_names"]
 
 
-class ConfigError(ValueError):
-    """Bad input: the message is one line saying what is wrong and what is allowed."""
+def field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 @dataclass
@@ -28,44 +36,49 @@ class ModelConfig:
     name: str = "gpt2"
     hub_id: Optional[str] = None        # hub id, or a local directory holding config.json + weights
     gguf: Optional[str] = None          # "package:file.gguf" shipped inside an installed Python package
-    dtype: str = "auto"                 # auto: the checkpoint's dtype (real) or arch's torch_dtype (random)
+    dtype: str = "auto"                 # the model's own load dtype (top-level dtype= overrides it)
     arch: Dict[str, Any] = field(default_factory=dict)  # config.json fields: the shapes, for random weights offline
 
-
-@dataclass
-class CacheConfig:
-    name: str = "dynamic"
-    backend: Optional[str] = None       # quantized: quanto | hqq
-    nbits: Optional[int] = None         # quantized: 2 | 4
-    residual_length: Optional[int] = None
-    q_group_size: Optional[int] = None
-    axis_key: Optional[int] = None      # None: the backend's default (quanto 0, hqq 1)
-    axis_value: Optional[int] = None
-    block_size: Optional[int] = None    # paged: tokens per block of the pool
+    def __post_init__(self) -> None:
+        checks.text("model.name", self.name)
+        checks.one_of("dtype", self.dtype, DTYPES)
+        for k in ("hub_id", "gguf"):
+            if getattr(self, k) is not None:
+                checks.text(f"model.{k}", getattr(self, k))
+        if not isinstance(self.arch, dict):
+            raise ConfigError(f"model.arch must be a mapping of config.json fields, not {self.arch!r}")
+        if self.arch and "model_type" not in self.arch:
+            raise ConfigError(f"model.arch of {self.name} needs model_type (e.g. llama, gpt2)")
+        if not (self.hub_id or self.gguf or self.arch):
+            raise ConfigError(f"model {self.name} names neither hub_id, gguf nor arch; a model needs one of them")
 
 
 @dataclass
 class AttnConfig:
     name: str = "sdpa"
-    sdpa_backend: str = "auto"
+    sdpa_backend: str = "auto"          # attn=sdpa only: auto lets PyTorch pick; flash, efficient, cudnn, math pin it
+
+    def __post_init__(self) -> None:
+        checks.one_of("attn", self.name, ATTNS)
+        checks.one_of("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS)
+        if self.name != "sdpa" and self.sdpa_backend != "auto":
+            raise ConfigError(f"sdpa_backend={self.sdpa_backend} applies to attn=sdpa only, not attn={self.name}")
 
 
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
+    cache: Any = None                   # a Strategy (bench/strategies/), built from conf/cache/<name>.yaml
     attn: AttnConfig = field(default_factory=AttnConfig)
-    # top-level shortcuts, fed into the groups by interpolation in conf/
-    nbits: int = 4
-    quant_backend: str = "quanto"
-    sdpa_backend: str = "auto"
-    dtype: str = "auto"                 # overrides model.dtype unless auto
     weights: str = "auto"               # auto: real if loadable, else random; real: fail without weights
     batch: int = 1
     prompt_len: int = 128
     new_tokens: int = 128
     warmup: int = 1
-    repeats: int = 3
+    repeats: Any = "auto"               # auto: until the median is known to `precision`; or a fixed count
+    precision: float = 0.01             # repeats=auto: target half-width of the median's 95% interval, relative
+    max_repeats: int = 50               # repeats=auto: at most this many timed calls
+    cell_budget_s: float = 30.0         # repeats=auto: stop adding repeats once they took this long
     device: str = "auto"
     device_map: Optional[str] = None    # 'auto': accelerate spreads a too-large model over GPUs (real weights)
     compile: str = "auto"               # auto: what transformers does (compiles static caches on GPU); off
@@ -74,61 +87,49 @@ class RunConfig:
     quality: str = "auto"               # auto: ppl + greedy agreement when weights are real; on; off
     resume: bool = False                # skip cells the store already holds as ok/unavailable
     isolate: bool = True                # run cells in a worker process: a crash costs one cell
-    cell_timeout_s: Optional[float] = None  # with isolate: kill a cell running longer than this
-    fit_check: bool = True              # refuse, before loading, a cell the planner says cannot fit (false: let the device answer)
+    cell_timeout_s: Optional[float] = None  # with isolate: kill a cell running longer than this (loading not counted)
+    fit_check: bool = True              # refuse, before loading, a cell the planner says cannot fit
+    # spellings of group settings, resolved into the groups by bench.compose (None: not given)
+    nbits: Optional[int] = None         # cache.nbits
+    quant_backend: Optional[str] = None  # cache.quant_backend
+    sdpa_backend: Optional[str] = None  # attn.sdpa_backend
+    dtype: Optional[str] = None         # model.dtype
 
+    def __post_init__(self) -> None:
+        checks.one_of("weights", self.weights, WEIGHTS)
+        for k in ("batch", "prompt_len", "new_tokens"):
+            checks.integer(k, getattr(self, k), 1)
+        if self.new_tokens < 2:
+            raise ConfigError(f"new_tokens={self.new_tokens} must be at least 2 (one prefill token plus decode steps)")
+        checks.integer("warmup", self.warmup, 0)
+        if self.repeats != "auto":
+            try:
+                checks.integer("repeats", self.repeats, 1)
+            except ConfigError:
+                raise ConfigError(f"repeats={self.repeats} must be auto or a positive integer") from None
+        checks.number("precision", self.precision, 0, 1)
+        checks.integer("max_repeats", self.max_repeats, 1)
+        checks.number("cell_budget_s", self.cell_budget_s, 0)
+        checks.one_of("device", self.device, DEVICES)
+        if self.device_map is not None:
+            checks.one_of("device_map", self.device_map, ("auto",))
+        checks.one_of("compile", self.compile, COMPILE)
+        checks.integer("seed", self.seed, 0)
+        checks.text("store", self.store)
+        checks.one_of("quality", self.quality, QUALITY)
+        for k in ("resume", "isolate", "fit_check"):
+            checks.boolean(k, getattr(self, k))
+        if self.cell_timeout_s is not None:
+            checks.number("cell_timeout_s", self.cell_timeout_s, 0)
 
-# transformers' defaults, and the axes each backend accepts along with its nbits.
-QUANT_DEFAULT_AXIS = {"quanto": 0, "hqq": 1}
+    @property
+    def dtype_request(self) -> str:
+        """The dtype to load in: the model's own unless overridden (auto: the checkpoint's)."""
+        return self.model.dtype
 
-
-def quant_cache_config(c: CacheConfig) -> dict:
-    axis = QUANT_DEFAULT_AXIS[c.backend]
-    return {
-        "backend": c.backend,
-        "nbits": c.nbits,
-        "axis_key": axis if c.axis_key is None else c.axis_key,
-        "axis_value": axis if c.axis_value is None else c.axis_value,
-        "q_group_size": c.q_group_size or 64,
-        "residual_length": 128 if c.residual_length is None else c.residual_length,
-    }
-
-
-def _one_of(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{name}={value} is not allowed; choose one of: {', '.join(map(str, allowed))}")
-
-
-def _positive(name: str, value) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}={value} must be a positive integer")
-
-
-def validate(cfg: RunConfig, max_positions: Optional[int] = None) -> None:
-    _one_of("cache", cfg.cache.name, CACHES)
-    _one_of("attn", cfg.attn.name, ATTNS)
-    _one_of("sdpa_backend", cfg.attn.sdpa_backend, SDPA_BACKENDS)
-    _one_of("compile", cfg.compile, COMPILE)
-    _one_of("device", cfg.device, DEVICES)
-    _one_of("dtype", cfg.dtype, DTYPES)
-    _one_of("model.dtype", cfg.model.dtype, DTYPES)
-    _one_of("weights", cfg.weights, WEIGHTS)
-    _one_of("quality", cfg.quality, ("auto", "on", "off"))
-    if cfg.cache.name == "quantized":
-        _one_of("quant_backend", cfg.cache.backend, QUANT_BACKENDS)
-        _one_of("nbits", cfg.cache.nbits, NBITS)
-    if cfg.cache.name == "paged":
-        _positive("cache.block_size", cfg.cache.block_size)
-        if cfg.attn.name == "flash_attention_2" and cfg.cache.block_size % 256:
-            raise ConfigError(f"cache.block_size={cfg.cache.block_size} must be a multiple of 256 with "
-                              "attn=flash_attention_2 (flash-attn's paged kernel requires it)")
-    for k in ("batch", "prompt_len", "new_tokens", "repeats"):
-        _positive(k, getattr(cfg, k))
-    if cfg.warmup < 0:
-        raise ConfigError(f"warmup={cfg.warmup} must be 0 or more")
-    if cfg.new_tokens < 2:
-        raise ConfigError(f"new_tokens={cfg.new_tokens} must be at least 2 (one prefill token plus decode steps)")
-    if max_positions and cfg.prompt_len + cfg.new_tokens > max_positions:
-        raise ConfigError(
-            f"prompt_len + new_tokens = {cfg.prompt_len + cfg.new_tokens} exceeds {cfg.model.name}'s "
-            f"{max_positions} positions; keep the sum at most {max_positions}")
+    def check_positions(self, max_positions: Optional[int]) -> None:
+        """prompt_len + new_tokens must fit the architecture's positions (known once its config is)."""
+        if max_positions and self.prompt_len + self.new_tokens > max_positions:
+            raise ConfigError(
+                f"prompt_len + new_tokens = {self.prompt_len + self.new_tokens} exceeds {self.model.name}'s "
+                f"{max_positions} positions; keep the sum at most {max_positions}")

@@ -37,7 +37,7 @@ def _code_hash() -> str:
     git metadata is missing or stale (a copied tree)."""
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha1()
-    for p in sorted([*root.joinpath("bench").glob("*.py"), *root.joinpath("conf").rglob("*.yaml")]):
+    for p in sorted([*root.joinpath("bench").rglob("*.py"), *root.joinpath("conf").rglob("*.yaml")]):
         h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
@@ -72,9 +72,10 @@ def environment(device: str) -> dict:
         "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
         # the CUDA caching allocator's settings change what fits (expandable_segments vs fragmentation)
         "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if cuda else "",
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: TorchVersion would need torch to unpickle
         "transformers": _version("transformers"),
         "quanto": _version("optimum-quanto"),
+        "hqq": _version("hqq"),
         "flash_attn": _version("flash-attn") or _version("flash_attn"),
         "python": platform.python_version(),
         "host": socket.gethostname(),
@@ -87,8 +88,8 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from .config import ConfigError
-        raise ConfigError("device=cuda but torch sees no CUDA GPU; use device=cpu or device=auto")
+        from .config import NO_GPU, ConfigError
+        raise ConfigError(NO_GPU)
     return device
 
 

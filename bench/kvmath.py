@@ -1,4 +1,4 @@
-"""KV-cache theory: bytes per token, bytes held, weight bytes, bandwidth floor, capacity plan.
+"""KV-cache theory as a formula: bytes per token, bytes held, weight bytes, bandwidth floor, GPU sizes.
 
 Everything here is computed from a transformers config alone (no weights, no GPU), so the numbers
 can be set beside what `bench.cachebytes.cache_payload` counts on a real cache.
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -70,7 +68,7 @@ def kv_heads_and_dims(config) -> tuple[int, int, int, int]:
     return layers, kv_heads, dim_k, dim_v
 
 
-def _check_quant(backend: str, nbits: int) -> None:
+def check_quant(backend: str, nbits: int) -> None:
     if backend not in _QUANT_BITS:
         raise ValueError(f"unknown quantization backend {backend!r}; allowed: {', '.join(_QUANT_BITS)}")
     if nbits not in _QUANT_BITS[backend]:
@@ -103,7 +101,7 @@ def kv_bytes_per_token(
     elements = layers * kv_heads * (dim_k + dim_v)
     if nbits is None:
         return float(elements * _elem_bytes(dtype))
-    _check_quant(backend, nbits)
+    check_quant(backend, nbits)
     return elements * (_code_bits(backend, nbits) / 8 + 2 * _elem_bytes(dtype) / q_group_size)
 
 
@@ -129,7 +127,7 @@ def quantized_window_tokens(prompt_len: int, new_tokens: int, residual_length: i
     return window
 
 
-def _quantized_tensor_bytes(
+def quantized_tensor_bytes(
     elements: int, nbits: int, group: int, scale_bytes: int, backend: str, axis: int
 ) -> int:
     """Bytes of one quantized K or V tensor of one layer: packed codes + scale + zero-point."""
@@ -173,7 +171,7 @@ def kv_cache_bytes(
     elem = _elem_bytes(dtype)
     if nbits is None:
         return float(layers * batch * kv_heads * tokens * (dim_k + dim_v) * elem)
-    _check_quant(backend, nbits)
+    check_quant(backend, nbits)
     if tokens <= 0:
         return 0.0
     if prompt_len is None:
@@ -184,7 +182,7 @@ def kv_cache_bytes(
         raise ValueError(f"prompt_len must be in [1, tokens={tokens}], got {prompt_len}")
     quantized = tokens - window
     per_layer = batch * kv_heads * window * (dim_k + dim_v) * elem + sum(
-        _quantized_tensor_bytes(batch * kv_heads * quantized * d, nbits, q_group_size, elem, backend, axis)
+        quantized_tensor_bytes(batch * kv_heads * quantized * d, nbits, q_group_size, elem, backend, axis)
         for d in (dim_k, dim_v)
     )
     return float(layers * per_layer)
@@ -247,104 +245,8 @@ def parse_gpu(spec: str) -> tuple[str, int]:
     for name, gib in GPU_MEMORY_GIB.items():
         if _norm(name) == _norm(spec):
             return name, int(gib * 2**30)
+    # a name as torch or nvidia-smi gives it ("NVIDIA H100 80GB HBM3"): the one known key it contains
+    inside = [name for name in GPU_MEMORY_GIB if _norm(name) in _norm(spec)]
+    if len(inside) == 1:
+        return inside[0], int(GPU_MEMORY_GIB[inside[0]] * 2**30)
     raise ValueError(f"unknown GPU {spec!r}; use one of {', '.join(GPU_MEMORY_GIB)} or a size in GiB like 24 or 24GiB")
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    label: str
-    nbits: int | None
-    gpu_bytes: int
-    reserve_bytes: float          # kept for activations, workspace and the CUDA context
-    weight_bytes: int
-    kv_budget_bytes: float        # gpu - reserve - weights: what the cache may use
-    seq_len: int
-    batch: int
-    kv_bytes_per_token: float     # at seq_len, batch 1, worst-case full-precision window included
-    max_tokens: int               # longest sequence that fits, per sequence, with `batch` sequences
-    max_batch: int                # sequences of seq_len tokens that fit
-
-
-def _max_fitting(cost: Callable[[int], float], budget: float) -> int:
-    """Largest n >= 0 with cost(n) <= budget, for a non-decreasing cost with cost(0) <= budget."""
-    if budget < 0 or cost(1) > budget:
-        return 0
-    hi = 2
-    while cost(hi) <= budget:
-        hi *= 2
-    lo = hi // 2  # cost(lo) fits, cost(hi) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if cost(mid) <= budget else (lo, mid)
-    return lo
-
-
-def plan(
-    config,
-    gpu_bytes: int,
-    dtype: DTypeLike = "float16",
-    seq_len: int = 4096,
-    batch: int = 1,
-    reserve_frac: float = 0.1,
-    caches: Sequence[tuple[str, int | None]] | None = None,
-    q_group_size: int = 64,
-    residual_length: int = 128,
-    backend: str = "quanto",
-) -> list[PlanRow]:
-    """How much KV cache fits beside the weights, for each (label, nbits or None) cache.
-
-    reserve_frac of the card is held back for activations, attention workspace, allocator slack
-    and the CUDA context, which this model does not estimate. Quantized rows use the exact byte
-    count with a full residual window, so they are a safe lower bound on what fits.
-    """
-    if not 0 <= reserve_frac < 1:
-        raise ValueError("reserve_frac must be in [0, 1)")
-    if caches is None:
-        caches = [(_dtype_name(dtype), None), (f"{backend} int4", 4), (f"{backend} int2", 2)]
-    weights = weight_bytes(config, dtype)
-    reserve = gpu_bytes * reserve_frac
-    budget = gpu_bytes - reserve - weights
-    rows = []
-    for label, nbits in caches:
-        def cost(tokens: int, b: int) -> float:
-            return kv_cache_bytes(config, tokens, batch=b, dtype=dtype, nbits=nbits, q_group_size=q_group_size,
-                                  residual_length=residual_length, backend=backend)
-        rows.append(PlanRow(
-            label=label, nbits=nbits, gpu_bytes=gpu_bytes, reserve_bytes=reserve, weight_bytes=weights,
-            kv_budget_bytes=budget, seq_len=seq_len, batch=batch,
-            kv_bytes_per_token=cost(seq_len, 1) / seq_len,
-            max_tokens=_max_fitting(lambda t: cost(t, batch), budget),
-            max_batch=_max_fitting(lambda b: cost(seq_len, b), budget),
-        ))
-    return rows
-
-
-def format_plan(rows: Sequence[PlanRow], config=None, gpu_name: str | None = None) -> str:
-    """Plain-text table of `plan` rows; with `config`, a line on GQA/MQA head sharing."""
-    gib = 2**30
-    r0 = rows[0]
-    lines = [
-        f"GPU {gpu_name + ' ' if gpu_name else ''}{r0.gpu_bytes / gib:.1f} GiB"
-        + f": weights {r0.weight_bytes / gib:.2f} GiB, reserve {r0.reserve_bytes / gib:.2f} GiB"
-        + f" (activations/workspace/CUDA context), KV budget {max(r0.kv_budget_bytes, 0) / gib:.2f} GiB"
-    ]
-    if config is not None:
-        heads = config.get_text_config(decoder=True).num_attention_heads
-        kv_heads = kv_heads_and_dims(config)[1]
-        if kv_heads < heads:
-            kind = "MQA" if kv_heads == 1 else "GQA"
-            lines.append(f"{kind}: {kv_heads} KV heads for {heads} attention heads "
-                         f"(cache {heads // kv_heads}x smaller than MHA)")
-        positions = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
-        if positions:
-            lines.append(f"architecture limit: {positions:,} positions per sequence (max tokens below is memory only)")
-    kv_col = f"KV @ {r0.seq_len} tok x {r0.batch}"
-    tok_col = f"max tokens @ batch {r0.batch}"
-    bat_col = f"max batch @ {r0.seq_len} tok"
-    w = max(len("cache"), *(len(r.label) for r in rows)) + 2
-    lines.append(f"{'cache':<{w}}{'KiB/token':>10}{kv_col:>22}{tok_col:>24}{bat_col:>22}")
-    for r in rows:
-        held = r.kv_bytes_per_token * r.seq_len * r.batch
-        size = f"{held / gib:.2f} GiB" if held >= gib else f"{held / 2**20:.0f} MiB"
-        lines.append(f"{r.label:<{w}}{r.kv_bytes_per_token / 1024:>10.1f}{size:>22}{r.max_tokens:>24,}{r.max_batch:>22,}")
-    return "\n".join(lines)

@@ -4,16 +4,14 @@
   events on the stream; generate() already copies each new token to the host (a sync), so the
   streamer adds no synchronisation of its own.
 - Exactly `new_tokens` are produced (min_new_tokens == max_new_tokens) and the count is checked.
+Strategies with a timed path of their own (paged) build their Timing from the same pieces.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import re
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -84,6 +82,11 @@ class Timing:
         return (self.e2e_ms - self.ttft_ms) / max(len(self.step_ms), 1)
 
 
+def now_ms() -> float:
+    """The host clock in ms (continuous batching stamps its tokens with the same perf_counter)."""
+    return time.perf_counter() * 1e3
+
+
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -117,137 +120,10 @@ def time_generate(model, input_ids, new_tokens: int, kwargs: dict, device: str) 
     return Timing(e2e_ms=t[-1], ttft_ms=tokens[0], step_ms=list(np.diff(tokens)), produced=produced), out
 
 
-def time_generate_batch(model, input_ids, new_tokens: int, kwargs: dict, device: str) -> tuple[Timing, object]:
-    """The paged path: continuous batching via generate_batch, timed from its per-token timestamps.
-
-    Continuous batching ignores min_new_tokens, so EOS is disabled (eos_token_id=-1) to force the
-    length. The block pool is sized to this workload (transformers' default takes ~90% of free memory).
-    Block sharing (prefix caching) is off: the manager persists across warmup and repeats, which send the same
-    prompts, so with it every timed call after the first skipped most of its prefill (a TTFT far too short)."""
-    from transformers import GenerationConfig
-    from transformers.generation.configuration_utils import ContinuousBatchingConfig
-
-    batch, prompt_len = input_ids.shape
-    block = kwargs["block_size"]  # tokens per block (conf/cache/paged.yaml)
-    blocks_per_seq = -(-(prompt_len + new_tokens) // block)
-    cb_cfg = ContinuousBatchingConfig(block_size=block, num_blocks=batch * blocks_per_seq,
-                                      max_batch_tokens=batch * prompt_len, allow_block_sharing=False)
-    gen_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
-    inputs = input_ids.tolist()
-    sync(device)
-    t0 = time.perf_counter()
-    # its generation loop runs in a thread that logs a failure instead of raising it: keep what it says
-    with _logged("ContinuousBatchingLogger", logging.ERROR) as errors:
-        out = model.generate_batch(inputs=inputs, generation_config=gen_cfg, continuous_batching_config=cb_cfg,
-                                   record_timestamps=True, persistent_manager=True, warmup=False)
-    results = list(out.values())
-    produced = min((len(r.generated_tokens) for r in results), default=0)
-    if produced != new_tokens or len(results) != batch:
-        why = f"; its thread logged: {errors[0].splitlines()[0]}" if errors else ""
-        raise ShortGeneration(f"asked for {batch} x {new_tokens} new tokens, continuous batching produced "
-                              f"{len(results)} x {produced}{why}")
-    # Per position: the slowest sequence of the batch decides when that token is out for all.
-    stamps = np.array([r.timestamps[:new_tokens] for r in results]).max(axis=0)
-    tokens = (stamps - t0) * 1e3
-    # generate_batch then stops its thread and collects garbage (~0.5 s): the call ends at its last token
-    e2e = float(tokens[-1])
-    return Timing(e2e_ms=e2e, ttft_ms=float(tokens[0]), step_ms=list(np.diff(tokens)), produced=produced), out
-
-
-def pct(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), q))
-
-
-def summarise(timings: list[Timing], batch: int) -> dict:
-    """Median and p10/p90 over repeats; per-step medians by position."""
-    e2e = [t.e2e_ms for t in timings]
-    ttft = [t.ttft_ms for t in timings]
-    tpot = [t.tpot_ms for t in timings]
-    n = timings[0].produced
-    out = {}
-    for name, vals in (("e2e", e2e), ("ttft", ttft), ("tpot", tpot)):
-        out[f"{name}_ms"] = pct(vals, 50)
-        out[f"{name}_p10_ms"] = pct(vals, 10)
-        out[f"{name}_p90_ms"] = pct(vals, 90)
-    decode = [(t.e2e_ms - t.ttft_ms) for t in timings]
-    out["decode_tok_s"] = batch * (n - 1) / (pct(decode, 50) / 1e3)
-    out["e2e_tok_s"] = batch * n / (out["e2e_ms"] / 1e3)
-    out["step_ms"] = [round(v, 4) for v in np.median(np.array([t.step_ms for t in timings]), axis=0).tolist()]
-    return out
-
-
-# ---- memory ----
-
-def model_bytes(model) -> int:
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        if t.data_ptr() not in seen:  # tied embeddings count once
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-    return total
-
-
-def reset_peak(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def peak_bytes(device: str) -> tuple[int, Optional[int]]:
-    """(peak, reserved) since reset_peak: CUDA allocator figures, or the process peak RSS."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
-    try:
-        m = re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())
-        return int(m.group(1)) * 1024, None
-    except (OSError, AttributeError):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, None
-
-
-def launch_us(device: str, window_s: float = 0.05) -> float:
-    """Host time to issue one tiny op, in microseconds (on CUDA: one kernel launch; the GPU finishes each
-    faster than the host issues the next). A batch-1 decode step of a small model is made of such launches,
-    so this is the host speed behind its time, taken in the cell's own process: the mean over a 50 ms window
-    after a warm-up, so time the host spends on other work inside the window counts."""
-    x = torch.zeros(16, device=device)
-    for _ in range(100):  # warm-up: allocator, dispatcher, first launch
-        x.add_(1)
-    sync(device)
-    ops, t = 0, time.perf_counter()
-    while time.perf_counter() - t < window_s:
-        for _ in range(100):
-            x.add_(1)
-        ops += 100
-    sync(device)
-    return (time.perf_counter() - t) / ops * 1e6
-
-
-@functools.lru_cache(maxsize=None)
-def copy_bandwidth_gb_s(device: str) -> float:
-    """Device memory bandwidth from a large copy (bytes read + written per second), median of 10."""
-    n = (1 << 30) if device == "cuda" else (1 << 28)
-    src = torch.empty(n, dtype=torch.uint8, device=device).random_()
-    dst = torch.empty_like(src)
-    times = []
-    for _ in range(12):
-        sync(device)
-        t = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n / float(np.median(times[2:])) / 1e9
-
-
 # ---- what ran ----
 
 @contextlib.contextmanager
-def _logged(logger: str, level: int = logging.WARNING):
+def logged(logger: str, level: int = logging.WARNING):
     """The messages `logger` and its children emit at `level` or above while the block runs."""
     messages: list[str] = []
 
@@ -264,6 +140,23 @@ def _logged(logger: str, level: int = logging.WARNING):
 
 
 @contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 to /dev/null while the block runs (for C++ code that prints on its own)."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+@contextlib.contextmanager
 def compile_watch():
     """What torch.compile met while the block ran: graph breaks (dynamo's own counter) and hits of its
     recompile limit (dynamo's warning; past it, the frame runs uncompiled). A cell that generate compiled
@@ -273,7 +166,7 @@ def compile_watch():
     seen = {"graph_breaks": 0, "recompile_limit_hits": 0}
     before = sum(counters["graph_break"].values())
     try:
-        with _logged("torch._dynamo") as warnings:
+        with logged("torch._dynamo") as warnings:
             yield seen
     finally:
         seen["graph_breaks"] = sum(counters["graph_break"].values()) - before
@@ -305,16 +198,19 @@ def sdpa_backends_seen(run: Callable[[], object], steps: int = 4) -> str:
     def stop(n: int) -> None:
         if n > steps and not stopped:
             stopped.append(n)
-            prof.stop()
+            with quiet_stderr():
+                prof.stop()
 
-    prof.start()
+    with quiet_stderr():  # the profiler prints start/stop lines of its own on the C level
+        prof.start()
     _on_token = stop
     try:
         run()
     finally:
         _on_token = None
         if not stopped:
-            prof.stop()
+            with quiet_stderr():
+                prof.stop()
     seen = set()
     for ev in prof.events():
         name = ev.name.removeprefix("aten::")

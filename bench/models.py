@@ -2,6 +2,7 @@
 Python package, or (offline) the architecture alone with random weights."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -45,9 +46,9 @@ def arch_config(mc: ModelConfig):
     raise ConfigError(f"model {mc.name} names neither arch, hub_id nor a local directory")
 
 
-def planned_dtype(requested: str, mc: ModelConfig, config) -> str:
-    """The dtype a model is built in: the request, else its conf/model file's, else its config's (float32)."""
-    dtype = requested if requested != "auto" else mc.dtype
+def planned_dtype(mc: ModelConfig, config) -> str:
+    """The dtype a model is built in: mc.dtype (the request or the conf/model file's), else its config's (float32)."""
+    dtype = mc.dtype
     if dtype == "auto":
         dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
     return dtype.removeprefix("torch.")
@@ -87,12 +88,24 @@ def _gguf_tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
+def converted_dir(mc: ModelConfig) -> Path:
+    """Where a GGUF's converted weights are kept: named by everything that changes them (the file itself,
+    by name, size and modification time, and the transformers version that dequantized it). They are
+    stored in float32, the dequantizer's own precision, and cast to the requested dtype on load."""
+    import transformers
+
+    path = _gguf_path(mc.gguf)
+    st = path.stat()
+    key = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}"
+    return CACHE_DIR / f"{mc.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
 def load_tokenizer(mc: ModelConfig):
     """The tokenizer of a real-weights model (quality figures need real text)."""
     from transformers import AutoTokenizer
 
     if mc.gguf:
-        cached = CACHE_DIR / mc.name
+        cached = converted_dir(mc)
         return AutoTokenizer.from_pretrained(cached) if (cached / "tokenizer_config.json").exists() else _gguf_tokenizer(mc.gguf)
     return AutoTokenizer.from_pretrained(mc.hub_id, local_files_only=not Path(mc.hub_id).is_dir() and not _hub_reachable())
 
@@ -107,12 +120,13 @@ def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
     # device_map=auto: accelerate places layers over every GPU (and host memory if need be)
     kw = {"dtype": _torch_dtype(dtype), **({"device_map": device_map} if device_map else {})}
     if mc.gguf:
-        # Converting GGUF takes ~25 s; keep the converted safetensors and reuse them.
-        cached = CACHE_DIR / mc.name
+        # Converting GGUF takes ~25 s; keep the converted safetensors (float32) and reuse them.
+        cached = converted_dir(mc)
         if (cached / "config.json").exists():
             return AutoModelForCausalLM.from_pretrained(cached, **kw), f"gguf {mc.gguf}"
         path = _gguf_path(mc.gguf)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     **({"device_map": device_map} if device_map else {}))
         try:
             # The GGUF tensors are dequantized on load; saved as plain safetensors they reload in ~1 s.
             model.hf_quantizer = None
@@ -122,7 +136,7 @@ def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
             _gguf_tokenizer(mc.gguf).save_pretrained(cached)
         except (OSError, ValueError) as e:
             log.warning("could not cache converted weights in %s: %s", cached, e)
-        return model, f"gguf {mc.gguf}"
+        return (model if dtype in ("auto", "float32") else model.to(_torch_dtype(dtype))), f"gguf {mc.gguf}"
     if not mc.hub_id:
         raise WeightsUnavailable("no hub_id, local directory or gguf given")
     if Path(mc.hub_id).is_dir():
@@ -135,12 +149,12 @@ def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
         return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
 
 
-def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto", seed: int = 0,
+def load(mc: ModelConfig, device: str, weights: str = "auto", seed: int = 0,
          device_map: Optional[str] = None) -> Loaded:
-    """Load `mc` onto `device`. weights=auto falls back to random weights of the real shapes."""
+    """Load `mc` onto `device` in mc.dtype. weights=auto falls back to random weights of the real shapes."""
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype if dtype != "auto" else mc.dtype
+    dtype = mc.dtype
     reason = ""
     if weights != "random":
         try:
@@ -152,12 +166,12 @@ def load(mc: ModelConfig, device: str, dtype: str = "auto", weights: str = "auto
                 raise
             reason = str(e)
     config = arch_config(mc)
-    dtype = planned_dtype(dtype, mc, config)
+    dtype = planned_dtype(mc, config)
     torch.manual_seed(seed)
     with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
-    log.warning("model %s: RANDOM WEIGHTS (%s). Timings and memory are those of the real shapes; "
-                "quality figures are left empty.", mc.name, reason or "weights=random")
+    # each cell's line and row say RANDOM WEIGHTS; why the real ones could not load goes to the debug log
+    log.debug("model %s: random weights (%s)", mc.name, reason or "weights=random")
     return Loaded(model.eval(), "architecture config (random weights)", "random", dtype)
 
 

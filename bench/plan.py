@@ -1,65 +1,132 @@
-"""`python -m bench plan model=NAME gpu=NAME|GiB ...`: what fits, from the architecture alone (no weights)."""
+"""`python -m bench plan model=NAME gpu=NAME|GiB [run settings]`: what fits, from the architecture alone.
+
+Nothing loads: the model is built on the meta device (bench.geometry, bench.activations, bench.planner).
+Run settings (cache=, nbits=, quant_backend=, dtype=, attn=, batch=, prompt_len=, new_tokens=) are checked by
+the same code as `bench run`. `python -m bench plan check [store=results]` sets the planner against every GPU
+row of a store: predicted against measured peak, and whether it would have let the cell run.
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from . import compose, geometry, kvmath, planner
+from .checks import ConfigError, unknown_key
+from .models import arch_config, max_positions, planned_dtype
 
-from . import kvmath
-from .config import NBITS, QUANT_BACKENDS, ConfigError, ModelConfig, _one_of
-
-CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
-KEYS = ("model", "gpu", "cache", "nbits", "backend", "dtype", "seq_len", "batch", "reserve")
-USAGE = ("usage: python -m bench plan model=NAME|HUB_ID|DIR gpu=NAME|GiB [cache=dynamic|quantized] [nbits=2|4] "
-         "[backend=quanto|hqq] [dtype=float16] [seq_len=4096] [batch=1] [reserve=0.1]")
+PLAN_KEYS = ("gpu", "alloc")
+USAGE = ("usage: python -m bench plan model=NAME|HUB_ID|DIR gpu=NAME|GiB [cache=dynamic|quantized|...] [nbits=2|4] "
+         "[quant_backend=quanto|hqq] [dtype=...] [attn=sdpa|eager|flash_attention_2] [batch=1] [prompt_len=4096] "
+         "[new_tokens=128] [alloc=default|expandable]    |    python -m bench plan check [store=results]")
+GIB = 2**30
 
 
-def model_config(spec: str) -> ModelConfig:
-    """A shipped conf/model/<spec>.yaml, else a local dir with config.json, else a hub id."""
-    path = CONF_MODEL / f"{spec}.yaml"
-    if path.exists():
-        return ModelConfig(**OmegaConf.to_container(OmegaConf.load(path)))
-    if Path(spec).is_dir() and not (Path(spec) / "config.json").exists():
-        raise ConfigError(f"model={spec}: the directory has no config.json")
-    return ModelConfig(name=Path(spec).name, hub_id=spec)
+def _largest(fits, lo: int, hi: int) -> int:
+    """Largest n in [lo, hi] with fits(n) (fits is monotone), or lo - 1 when none: a doubling search, then halving."""
+    if not fits(lo):
+        return lo - 1
+    n = lo
+    while n * 2 <= hi and fits(n * 2):
+        n *= 2
+    top = min(n * 2, hi + 1)  # fits(n), not fits(top) (or top past the range)
+    while top - n > max(1, n // 50):  # 2% is precise enough for a capacity figure
+        mid = (n + top) // 2
+        n, top = (mid, top) if fits(mid) else (n, mid)
+    return n
+
+
+def _line(label, config, dtype, cfg, gpu_bytes, expandable) -> str:
+    def needed(b, p):
+        pk = planner.peak(config, dtype, cfg.cache, b, p, cfg.new_tokens, cfg.attn.name)
+        return pk.needed(expandable), pk
+
+    need, pk = needed(cfg.batch, cfg.prompt_len)
+    fits = need <= gpu_bytes
+    limit = max_positions(config) or 1 << 20
+    most_batch = _largest(lambda b: needed(b, cfg.prompt_len)[0] <= gpu_bytes, 1, 4096)
+    longest = _largest(lambda p: needed(cfg.batch, p)[0] <= gpu_bytes, 1, max(1, limit - cfg.new_tokens))
+    return (f"| {label} | {pk.kv_device / GIB:.2f} | {pk.allocated / GIB:.2f} | {need / GIB:.2f} | "
+            f"{'yes' if fits else '**no**'} | {most_batch:,} | {longest:,} |")
 
 
 def main(argv: list[str]) -> int:
-    args = {}
+    if argv[:1] == ["check"]:
+        from . import plancheck
+
+        return plancheck.main(argv[1:])
+    opts, run = {}, []
     for a in argv:
         k, eq, v = a.partition("=")
-        if not eq or k not in KEYS:
-            print(f"error: {a!r} is not a plan option; allowed keys: {', '.join(KEYS)}\n{USAGE}", file=sys.stderr)
-            return 2
-        args[k] = v
-    if "model" not in args or "gpu" not in args:
-        print(f"error: plan needs model= and gpu=\n{USAGE}", file=sys.stderr)
-        return 2
+        if not eq:
+            return _fail(f"{a!r} is not key=value; {USAGE}")
+        if k in PLAN_KEYS:
+            opts[k] = v
+        elif k in compose.TOP or k in compose.GROUPS or "." in k:
+            run.append(a)
+        else:
+            return _fail(str(unknown_key(k, (*PLAN_KEYS, *compose.TOP, *compose.GROUPS), " of bench plan")))
+    if any(a.startswith(("nbits=", "quant_backend=")) for a in run) and not any(a.startswith("cache=") for a in run):
+        run.append("cache=quantized")  # a bit width asks for the quantized cache
     try:
-        from .models import arch_config, planned_dtype
-        mc = model_config(args["model"])
+        if "gpu" not in opts:
+            raise ConfigError(f"plan needs gpu= (a name such as h100, h200, a100-80gb, or a size in GiB)")
         try:
-            config = arch_config(mc)
-        except OSError as e:
-            raise ConfigError(f"model={args['model']}: no shipped config, local config.json or reachable hub id ({str(e).splitlines()[0]})")
-        gpu_name, gpu_bytes = kvmath.parse_gpu(args["gpu"])
-        dtype = planned_dtype(args.get("dtype") or "auto", mc, config)
-        backend = args.get("backend", "quanto")
-        _one_of("backend", backend, QUANT_BACKENDS)
-        caches = [(f"{dtype} (full precision)", None)]
-        if "nbits" in args or args.get("cache") == "quantized":
-            nbits = int(args.get("nbits", 4))
-            _one_of("nbits", nbits, NBITS)
-            caches.append((f"{backend} int{nbits}", nbits))
-        elif args.get("cache", "quantized") in ("quantized", "dynamic", "static"):
-            caches += [(f"{backend} int4", 4), (f"{backend} int2", 2)]
-        rows = kvmath.plan(config, gpu_bytes, dtype=dtype, seq_len=int(args.get("seq_len", 4096)),
-                           batch=int(args.get("batch", 1)), reserve_frac=float(args.get("reserve", 0.1)),
-                           caches=caches, backend=backend)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{mc.name} on {gpu_name}: architecture only, no weights loaded")
-    print(kvmath.format_plan(rows, config=config, gpu_name=gpu_name))
+            gpu_name, gpu_bytes = kvmath.parse_gpu(opts["gpu"])
+        except ValueError as e:
+            raise ConfigError(f"gpu={opts['gpu']}: {e}") from None
+        if opts.get("alloc", "default") not in ("default", "expandable"):
+            raise ConfigError(f"alloc={opts['alloc']} is not allowed; choose one of: default, expandable")
+        spec = next((a.split("=", 1)[1] for a in run if a.startswith("model=")), None)
+        if spec is None:
+            raise ConfigError(f"plan needs model= (a conf/model name, a hub id or a local directory)")
+        shipped = (compose.CONF_DIR / "model" / f"{spec}.yaml").exists()
+        run = [a for a in run if shipped or not a.startswith("model=")]
+        run = ["device=cpu", "prompt_len=4096", "new_tokens=128"] + run
+        merged = {a.split("=", 1)[0]: a for a in run}
+        cfg, = compose.cells(list(merged.values()), positions=False)
+        if not shipped:
+            from .config import ModelConfig
+            if Path(spec).is_dir() and not (Path(spec) / "config.json").exists():
+                raise ConfigError(f"model={spec}: the directory has no config.json")
+            cfg.model = ModelConfig(name=Path(spec).name, hub_id=spec, dtype=cfg.model.dtype)
+        try:
+            config = arch_config(cfg.model)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"model={spec}: no shipped config, local config.json or reachable hub id "
+                              f"({str(e).splitlines()[0]})") from None
+        cfg.check_positions(max_positions(config))
+    except ConfigError as e:
+        return _fail(str(e))
+    dtype = planned_dtype(cfg.model, config)
+    expandable = opts.get("alloc") == "expandable"
+    geo = geometry.kv_geometry(config, dtype)
+    print(f"{cfg.model.name} on {gpu_name} ({gpu_bytes / GIB:.1f} GiB), {dtype}, attention {cfg.attn.name}: "
+          f"architecture only, no weights loaded")
+    print(f"weights {kvmath.weight_bytes(config, dtype) / GIB:.2f} GiB; KV per token (batch 1) "
+          f"{geo.bytes(cfg.prompt_len, 0, 1) / cfg.prompt_len / 1024:.1f} KiB at {cfg.prompt_len} tokens")
+    print(geo.explain(cfg.prompt_len))
+    print(f"\nbatch {cfg.batch} x ({cfg.prompt_len} prompt + {cfg.new_tokens} new tokens); allocator "
+          f"{'expandable_segments (no fragmentation)' if expandable else 'default (fragmentation simulated)'}; "
+          f"{planner.CONTEXT_BYTES / GIB:.0f} GiB kept for the CUDA context\n")
+    print("| cache | KV on device (GiB) | peak allocated (GiB) | needs (GiB) | fits | largest batch | longest prompt |")
+    print("|---|---|---|---|---|---|---|")
+    given = any(a.startswith(("cache=", "nbits=", "quant_backend=")) for a in argv)
+    variants = [cfg] if given else [cfg] + [compose.cells(list(merged.values()) + v)[0] for v in
+                                           (["cache=quantized", "nbits=4"], ["cache=quantized", "nbits=2"])]
+    for c in variants:
+        try:
+            print(_line(c.cache.label(), config, dtype, c, gpu_bytes, expandable))
+        except ValueError as e:  # e.g. QuantizedCache refuses a sliding-window model
+            print(f"| {c.cache.label()} | – | – | – | cannot run: {str(e).splitlines()[0]} | – | – |")
+    print("\nThe peak is the prefill's or the last step's, whichever is larger; 'needs' adds the allocator's "
+          "segments (simulated) and the context. Activations are measured on the meta device for this attention path.")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

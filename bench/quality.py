@@ -17,8 +17,8 @@ from typing import Optional
 
 import torch
 
-from .config import RunConfig, quant_cache_config
 from .measure import pad_id
+from .strategies import NotApplicable, reference
 
 TEXT_PATH = Path(__file__).resolve().parent / "data" / "quality_text.txt"
 PPL_PREFIX = 32
@@ -28,37 +28,18 @@ AGREE_PROMPT_LEN = 24
 AGREE_NEW_TOKENS = 64
 
 
-class NotApplicable(Exception):
-    pass
-
-
 def text_ids(tokenizer) -> torch.Tensor:
     ids = tokenizer(TEXT_PATH.read_text(), return_tensors="pt").input_ids[:, :PPL_MAX_TOKENS]
     return ids
 
 
-def build_cache(cfg: RunConfig, model, max_len: int):
-    from transformers import DynamicCache, QuantizedCache, StaticCache
-
-    c, config = cfg.cache.name, model.config
-    if c == "none":
-        return None
-    if c in ("dynamic", "offloaded"):
-        return DynamicCache(config=config, offloading=c == "offloaded")
-    if c in ("static", "offloaded_static"):
-        return StaticCache(config=config, max_cache_len=max_len, offloading=c == "offloaded_static")
-    if c == "quantized":
-        return QuantizedCache(config=config, **quant_cache_config(cfg.cache))
-    raise NotApplicable(f"cache={c} runs through continuous batching; quality is measured for generate() caches")
-
-
 @torch.inference_mode()
-def perplexity(model, ids: torch.Tensor, cfg: RunConfig) -> float:
-    """exp(mean NLL) of ids[PPL_PREFIX:] predicted one decode step at a time through the cache."""
+def perplexity(model, ids: torch.Tensor, strategy) -> float:
+    """exp(mean NLL) of ids[PPL_PREFIX:] predicted one decode step at a time through the strategy's cache."""
     device = model.device
     ids = ids.to(device)
     T = ids.shape[1]
-    cache = build_cache(cfg, model, T)
+    cache = strategy.quality_cache(model, T)
     if cache is None:  # no cache: every step recomputes the whole prefix, i.e. one full forward
         logits = model(ids).logits[0, PPL_PREFIX - 1:T - 1]
     else:
@@ -107,20 +88,22 @@ def agreement(tokens: list[list[int]], baseline: list[list[int]]) -> tuple[float
 _baselines: dict = {}
 
 
-def measure(model, tokenizer, cfg: RunConfig, kwargs_fn, baseline_kwargs_fn) -> dict:
-    """ppl, ppl_delta, agreement, first_divergence for this cell (baseline: dynamic cache, same attention)."""
+def measure(model, tokenizer, cfg) -> dict:
+    """ppl, ppl_delta, agreement, first_divergence for this cell, against the reference strategy (the
+    full-precision dynamic cache) under the same attention path."""
     ids = text_ids(tokenizer)
     prompts = agreement_prompts(ids)
+    strategy, ref = cfg.cache, reference()
     key = (id(model), cfg.attn.name, cfg.attn.sdpa_backend)
     if key not in _baselines:
-        base_cfg = RunConfig(model=cfg.model, attn=cfg.attn)
-        base_cfg.cache.name = "dynamic"
-        _baselines[key] = (perplexity(model, ids, base_cfg), greedy_tokens(model, prompts, baseline_kwargs_fn))
+        _baselines[key] = (perplexity(model, ids, ref), greedy_tokens(model, prompts, ref.generate_kwargs))
     base_ppl, base_tokens = _baselines[key]
-    if cfg.cache.name == "dynamic" and cfg.compile == "auto":  # this cell is the baseline: nothing to redo
+    if strategy.reference and cfg.compile == "auto":  # this cell is the baseline: nothing to redo
         ppl, agree, first = base_ppl, 1.0, AGREE_NEW_TOKENS
     else:
-        ppl = perplexity(model, ids, cfg)
-        agree, first = agreement(greedy_tokens(model, prompts, kwargs_fn), base_tokens)
+        extra = {"disable_compile": True} if cfg.compile == "off" else {}
+        ppl = perplexity(model, ids, strategy)
+        agree, first = agreement(greedy_tokens(model, prompts, lambda: {**strategy.generate_kwargs(), **extra}),
+                                 base_tokens)
     return {"ppl": ppl, "ppl_delta": ppl - base_ppl, "agreement": agree, "first_divergence": first,
             "quality_tokens": ids.shape[1] - PPL_PREFIX}

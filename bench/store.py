@@ -1,8 +1,12 @@
-"""The results store: one JSON-lines file per run, written atomically, never rewritten.
+"""The results store: one JSON-lines file per run, written atomically, never rewritten by another run.
 
-Layout: <store>/<run_id>.jsonl, one Record per line (<run_id>-w<pid>.jsonl from a launcher worker process). A run appends each finished cell by
-rewriting its own file through a temp file + os.replace, so a reader never sees half a line
-and a crash loses at most the cell in flight. Other runs' files are never touched.
+Layout: <store>/<run_id>.jsonl, one row per line (<run_id>-w<pid>.jsonl from a launcher worker process). A run
+claims its file when it writes its first row; if another run already holds that name (two runs given the same
+KVBENCH_RUN_ID), it takes <run_id>.2.jsonl, and so on. Each finished cell rewrites the run's own file through
+a temp file + os.replace, so a reader never sees half a line and a crash loses at most the cell in flight.
+
+Reading skips, with a warning, any line that is not a row (a truncated line, a foreign file, a row without
+the conditions every row has) and upgrades rows of older schemas to today's columns (`upgrade`).
 """
 from __future__ import annotations
 
@@ -16,9 +20,11 @@ from typing import Iterable
 
 import pandas as pd
 
-from .record import COLUMNS, SCHEMA_VERSION
+from . import identity
+from .record import COLUMNS, SCHEMA_VERSION, STATUSES
 
 SUFFIX = ".jsonl"
+REQUIRED = ("run_id", "model", "cache", "status")  # without these a line identifies no cell
 
 
 class RunFile:
@@ -29,14 +35,25 @@ class RunFile:
         # A sweep's run id is shared with launcher workers (joblib, submitit) through the environment;
         # each of those processes writes its own file, so no two writers ever share one.
         owner = os.environ.get("KVBENCH_RUN_OWNER", str(os.getpid())) == str(os.getpid())
-        self.path = self.dir / (f"{run_id}{SUFFIX}" if owner else f"{run_id}-w{os.getpid()}{SUFFIX}")
+        self.stem = run_id if owner else f"{run_id}-w{os.getpid()}"
+        self.path: Path | None = None
         self._lines: list[str] = []
-        if self.path.exists():  # resuming a run id keeps what it already wrote
-            self._lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+
+    def _claim(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        n = 1
+        while True:
+            path = self.dir / (f"{self.stem}{SUFFIX}" if n == 1 else f"{self.stem}.{n}{SUFFIX}")
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return path
+            except FileExistsError:
+                n += 1
 
     def append(self, row: dict) -> None:
+        if self.path is None:
+            self.path = self._claim()
         lines = self._lines + [json.dumps(_clean(row))]
-        self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=SUFFIX)
         try:
             with os.fdopen(fd, "w") as f:
@@ -76,8 +93,37 @@ def files(store: str | os.PathLike) -> list[Path]:
     return sorted(p for p in d.glob(f"*{SUFFIX}") if not p.name.startswith(".")) if d.is_dir() else []
 
 
+def _problem(row) -> str:
+    if not isinstance(row, dict) or not isinstance(row.get("schema_version"), int):
+        return "not a kvbench row"
+    if row["schema_version"] > SCHEMA_VERSION:
+        return f"schema {row['schema_version']} is newer than {SCHEMA_VERSION}"
+    missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row[k]]
+    if missing:
+        return f"a row without {', '.join(missing)}"
+    if row["status"] not in STATUSES:
+        return f"status {row['status']!r} is not one of {', '.join(STATUSES)}"
+    return ""
+
+
+def upgrade(row: dict) -> dict:
+    """A row of an older schema with today's columns; every row's cell_id recomputed by bench.identity.
+    Schema 1 predates strategy objects: its label and roles are derived from the cache name here, once."""
+    if row.get("schema_version", 1) < 2:
+        cache = row.get("cache", "")
+        quant = f" int{row.get('nbits')} ({row.get('quant_backend')})" if cache == "quantized" else ""
+        blocks = f" ({row['block_size']}-token blocks)" if cache == "paged" and row.get("block_size") else ""
+        row.setdefault("strategy", cache + quant + blocks)
+        row.setdefault("reference", cache == "dynamic")
+        row.setdefault("holds_cache", cache != "none")
+        row.setdefault("repeats_mode", "fixed")
+        row["strategy_keys"] = [k for k in identity.LEGACY_SETTING_KEYS if row.get(k) is not None]
+    row["cell_id"] = identity.cell_id(row)
+    return row
+
+
 def read_rows(paths: Iterable[Path]) -> list[dict]:
-    """Rows from store files; a truncated line or a foreign file is reported and skipped."""
+    """Rows from store files, upgraded; a line that is not a row is reported and skipped."""
     rows = []
     for p in paths:
         for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
@@ -85,15 +131,14 @@ def read_rows(paths: Iterable[Path]) -> list[dict]:
                 continue
             try:
                 row = json.loads(line)
-                if not isinstance(row, dict) or not isinstance(row.get("schema_version"), int):
-                    raise ValueError("not a kvbench record")
             except ValueError as e:
                 warnings.warn(f"skipping {p.name}:{n}: {e}", stacklevel=2)
                 continue
-            if row["schema_version"] > SCHEMA_VERSION:
-                warnings.warn(f"skipping {p.name}:{n}: schema {row['schema_version']} is newer than {SCHEMA_VERSION}")
+            why = _problem(row)
+            if why:
+                warnings.warn(f"skipping {p.name}:{n}: {why}", stacklevel=2)
                 continue
-            rows.append(row)
+            rows.append(upgrade(row))
     return rows
 
 

@@ -56,16 +56,14 @@ SMALL = ("device=cpu", "attn=sdpa", "prompt_len=8", "new_tokens=4", "repeats=2",
 
 
 def compose_cfg(*overrides: str, small: bool = True):
-    """A RunConfig exactly as the CLI composes it (conf/ + the typed schema), from Hydra overrides."""
-    import bench.cli  # registers the run_config schema node with Hydra's ConfigStore
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    """A RunConfig exactly as the CLI composes and checks it (bench.compose), from Hydra overrides."""
+    from bench import compose
 
     merged: dict[str, str] = {}
     for o in (SMALL if small else ()) + tuple(overrides):  # later overrides of a key win
         merged[o.split("=", 1)[0]] = o
-    with initialize_config_dir(config_dir=bench.cli.CONF_DIR, version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=list(merged.values())))
+    (cfg,) = compose.cells(list(merged.values()))
+    return cfg
 
 
 @pytest.fixture(scope="session")

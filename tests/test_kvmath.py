@@ -10,12 +10,10 @@ from bench.kvmath import (
     GPU_BANDWIDTH_GB_S,
     GPU_MEMORY_GIB,
     bandwidth_floor_ms,
-    format_plan,
     kv_bytes_per_token,
     kv_cache_bytes,
     kv_heads_and_dims,
     parse_gpu,
-    plan,
     quantized_window_tokens,
     weight_bytes,
 )
@@ -161,35 +159,9 @@ def test_parse_gpu():
     assert parse_gpu("t4")[1] == 15360 * MiB
     assert parse_gpu("24")[1] == parse_gpu("24GiB")[1] == 24 * GiB
     assert parse_gpu("12.5 gib")[1] == int(12.5 * GiB)
+    # names as torch and nvidia-smi give them: the one known key they contain
+    assert parse_gpu("NVIDIA H100 80GB HBM3")[0] == "h100" and parse_gpu("NVIDIA H200")[0] == "h200"
     with pytest.raises(ValueError) as err:
         parse_gpu("h900")
     msg = str(err.value)
     assert "\n" not in msg and "h100" in msg and "t4" in msg and "GiB" in msg
-
-
-def test_plan_llama2_7b_on_h100_by_hand():
-    gpu = 81559 * 1024 * 1024                   # 85,520,809,984 B
-    weights = 6_738_415_616 * 2                 # fp16
-    per_token = 2 * 32 * 4096 * 2               # 524,288 B
-    budget = gpu - gpu // 10 - weights          # 10% reserve; gpu is a multiple of 10
-    rows = plan(LLAMA2_7B, parse_gpu("h100")[1], "float16", seq_len=4096,
-                caches=[("fp16", None), ("int4", 4), ("int2", 2)])
-    fp, int4, int2 = rows
-    assert fp.max_tokens == budget // per_token == 121_101
-    assert fp.max_batch == budget // (per_token * 4096) == 29
-    assert fp.weight_bytes == weights and fp.kv_bytes_per_token == per_token
-    assert fp.max_tokens < int4.max_tokens < int2.max_tokens
-    for row in (int4, int2):  # max_tokens fits and one more does not
-        assert kv_cache_bytes(LLAMA2_7B, row.max_tokens, nbits=row.nbits) <= budget
-        assert kv_cache_bytes(LLAMA2_7B, row.max_tokens + 1, nbits=row.nbits) > budget
-    tighter = plan(LLAMA2_7B, gpu, reserve_frac=0.3, caches=[("fp16", None)])[0]
-    assert tighter.max_tokens < fp.max_tokens
-    assert plan(LLAMA2_7B, 8 * GiB, caches=[("fp16", None)])[0].max_tokens == 0  # weights alone do not fit
-
-
-def test_format_plan_notes_gqa():
-    gpu = parse_gpu("24")[1]
-    text = format_plan(plan(LLAMA3_8B, gpu, seq_len=2048), LLAMA3_8B, "24 GiB")
-    assert "GQA: 8 KV heads for 32 attention heads" in text
-    assert "float16" in text and "quanto int4" in text and "quanto int2" in text
-    assert "KV heads" not in format_plan(plan(LLAMA2_7B, gpu), LLAMA2_7B)

@@ -19,9 +19,9 @@ def tiny(make_cfg):
 
 def test_cache_paths_reproduce_the_uncached_perplexity(tiny, make_cfg):
     model, ids = tiny
-    none = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=none"))
-    dynamic = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=dynamic"))
-    static = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=static"))
+    none = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=none").cache)
+    dynamic = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=dynamic").cache)
+    static = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=static").cache)
     # Random weights over a 1000-token vocabulary: ppl is near the vocabulary size, and every exact
     # cache must give the full forward's figure.
     assert 100 < none < 10_000
@@ -31,9 +31,9 @@ def test_cache_paths_reproduce_the_uncached_perplexity(tiny, make_cfg):
 
 def test_quantized_cache_moves_perplexity_and_int2_more_than_int4(tiny, make_cfg):
     model, ids = tiny
-    base = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=dynamic"))
+    base = quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=dynamic").cache)
     q = {n: quality.perplexity(model, ids, make_cfg("model=tiny-llama", "cache=quantized", f"nbits={n}",
-                                                     "cache.residual_length=8", "cache.q_group_size=16"))
+                                                     "cache.residual_length=8", "cache.q_group_size=16").cache)
          for n in (2, 4)}
     assert abs(q[4] - base) > 1e-6 * base  # the quantized path was really taken
     assert abs(q[2] - base) > abs(q[4] - base)
@@ -42,7 +42,7 @@ def test_quantized_cache_moves_perplexity_and_int2_more_than_int4(tiny, make_cfg
 def test_paged_has_no_generate_cache_to_score(tiny, make_cfg):
     model, _ = tiny
     with pytest.raises(quality.NotApplicable, match="continuous batching"):
-        quality.build_cache(make_cfg("model=tiny-llama", "cache=paged"), model, 10)
+        make_cfg("model=tiny-llama", "cache=paged").cache.quality_cache(model, 10)
 
 
 def test_agreement_counts_positions_and_earliest_divergence():
@@ -64,8 +64,7 @@ def test_measure_against_itself_agrees_fully(tiny, make_cfg):
 
     quality._baselines.clear()
     cfg = make_cfg("model=tiny-llama", "cache=dynamic")
-    fig = quality.measure(model, Tok(), cfg, lambda: {"cache_implementation": "dynamic"},
-                          lambda: {"cache_implementation": "dynamic"})
+    fig = quality.measure(model, Tok(), cfg)
     assert fig["ppl_delta"] == pytest.approx(0.0, abs=1e-9)
     assert fig["agreement"] == 1.0 and fig["first_divergence"] == quality.AGREE_NEW_TOKENS
     assert fig["quality_tokens"] == ids.shape[1] - quality.PPL_PREFIX

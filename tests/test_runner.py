@@ -8,10 +8,11 @@ from __future__ import annotations
 import gc
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from bench import measure, models, runner
+from bench import measure, memory, models, runner
 from bench.runner import run_cell
 
 MODELS = ("tiny-gpt2", "tiny-llama")
@@ -50,8 +51,17 @@ def rows(make_cfg):
         for choice in OK_CACHES:
             cfg = make_cfg(f"model={m}", f"cache={choice}", f"prompt_len={P}", f"new_tokens={N}",
                            f"batch={B}", "repeats=1", "warmup=1")
-            out[m, choice] = (cfg, run_cell(cfg, "test-run"))
+            out[m, choice] = (cfg, cell(cfg, "test-run"))
     return out
+
+
+class Row(dict):
+    """A stored row, read by attribute like the Record it came from (strategy columns included)."""
+    __getattr__ = dict.get
+
+
+def cell(cfg, run_id: str = "t") -> Row:
+    return Row(run_cell(cfg, run_id).as_row())
 
 
 # ---- (a) every cache runs on CPU with sdpa, and the row records the request ----
@@ -71,6 +81,8 @@ def test_cache_runs_ok_and_row_matches_request(rows, model, choice):
     assert r.attn_used == ("paged|sdpa" if cache == "paged" else "sdpa")
     assert r.run_id == "test-run" and len(r.cell_id) == 12
     assert r.torch == torch.__version__
+    assert r.strategy == cfg.cache.label() and r.strategy_keys == sorted(cfg.cache.settings())
+    assert len(r.e2e_samples_ms) == len(r.ttft_samples_ms) == len(r.tpot_samples_ms) == r.repeats == 1
     for k in ("ttft_ms", "tpot_ms", "e2e_ms", "decode_tok_s", "e2e_tok_s", "peak_mem_mib", "weights_mib", "launch_us"):
         v = getattr(r, k)
         assert v is not None and math.isfinite(v) and v > 0, (k, v)
@@ -99,7 +111,7 @@ def test_timing_figures_are_consistent(rows, model, choice):
     # the token marks lie inside the call: first token, N-1 steps, then the end
     assert r.ttft_ms + sum(r.step_ms) <= r.e2e_ms + 1e-3
     for name in ("ttft", "tpot", "e2e"):
-        assert getattr(r, f"{name}_p10_ms") == getattr(r, f"{name}_ms") == getattr(r, f"{name}_p90_ms")
+        assert getattr(r, f"{name}_samples_ms") == [pytest.approx(getattr(r, f"{name}_ms"), abs=1e-3)]
 
 
 @pytest.mark.parametrize("choice", ["dynamic", "static", "quantized", "none",
@@ -109,7 +121,7 @@ def test_e2e_ends_at_the_last_token(make_cfg, choice):
     cfg = make_cfg("model=tiny-llama", f"cache={choice}", "prompt_len=8", "new_tokens=6", "repeats=1", "warmup=1")
     gc.disable()  # no automatic collection pauses inside the timed call (explicit gc.collect still runs)
     try:
-        r = run_cell(cfg, "test-run")
+        r = cell(cfg, "test-run")
     finally:
         gc.enable()
     assert r.status == "ok", r.error
@@ -117,23 +129,35 @@ def test_e2e_ends_at_the_last_token(make_cfg, choice):
     assert -1e-3 <= tail <= 10 + max(r.step_ms), (tail, r.step_ms)
 
 
-def test_spread_over_repeats_is_ordered(make_cfg):
+def test_raw_samples_are_kept_and_the_medians_are_theirs(make_cfg):
     cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=4", "warmup=1", "batch=2")
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "ok", r.error
     assert len(r.step_ms) == cfg.new_tokens - 1
     assert r.ttft_ms < r.e2e_ms
     # both are medians of the same per-repeat decode time (e2e - ttft), one over new_tokens - 1 steps,
     # the other as a rate for the batch: they agree exactly whatever the number of repeats
     assert r.decode_tok_s * r.tpot_ms / 1e3 == pytest.approx(2, rel=1e-9)
-    # the difference of medians need not be the median of differences, but they differ by at most
-    # range(e2e) + range(ttft); with 4 repeats p90 - p10 >= 0.7 * (max - min), hence spread / 0.7
-    spread = (r.e2e_p90_ms - r.e2e_p10_ms) + (r.ttft_p90_ms - r.ttft_p10_ms)
-    assert abs(r.tpot_ms * (cfg.new_tokens - 1) - (r.e2e_ms - r.ttft_ms)) <= spread / 0.7 + 1e-6
+    assert r.repeats == 4 and r.repeats_mode == "fixed" and r.stop_reason == "fixed"
     for name in ("ttft", "tpot", "e2e"):
-        lo, mid, hi = (getattr(r, f"{name}_p10_ms"), getattr(r, f"{name}_ms"), getattr(r, f"{name}_p90_ms"))
-        assert 0 < lo <= mid <= hi, (name, lo, mid, hi)
+        raw = getattr(r, f"{name}_samples_ms")
+        assert len(raw) == 4 and all(v > 0 for v in raw)
+        assert getattr(r, f"{name}_ms") == pytest.approx(float(np.median(raw)), abs=1e-3)
+    # each call's tpot is its own (e2e - ttft) / (new_tokens - 1)
+    for e, t, p in zip(r.e2e_samples_ms, r.ttft_samples_ms, r.tpot_samples_ms):
+        assert p == pytest.approx((e - t) / (cfg.new_tokens - 1), abs=1e-3)
     assert r.cold_e2e_ms is not None and r.cold_e2e_ms > 0
+
+
+def test_repeats_auto_stops_at_the_precision_or_the_budget(make_cfg):
+    """Adaptive repeats: fast cells repeat until the median's interval is within `precision`; a budget
+    that allows fewer calls stops them first, and the row says which and the precision reached."""
+    fast = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.5", "max_repeats=40"), "t")
+    assert fast.stop_reason == "precision" and 6 <= fast.repeats < 40 and fast.precision <= 0.5
+    assert fast.precision_target == 0.5 and fast.repeats_mode == "auto"
+    tight = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.0001", "cell_budget_s=0.05",
+                                  "max_repeats=40"), "t")
+    assert tight.stop_reason == "budget" and 6 <= tight.repeats < 40 and tight.precision > 0.0001  # 6: the interval's minimum
 
 
 # ---- (c) measured KV bytes against a hand computation ----
@@ -160,7 +184,7 @@ def test_static_kv_bytes_by_hand(make_cfg, fresh_models, model):
     # A fresh model: generate() sizes a StaticCache to max(this call, the longest earlier call).
     cfg = make_cfg(f"model={model}", "cache=static", f"prompt_len={P}", f"new_tokens={N}", f"batch={B}",
                    "repeats=1")
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "ok", r.error
     # transformers (5.x) preallocates max_length - 1 = prompt_len + new_tokens - 1 positions
     expected = _kv_bytes_per_token(cfg.model.arch) * (P + N - 1) * B
@@ -169,10 +193,10 @@ def test_static_kv_bytes_by_hand(make_cfg, fresh_models, model):
 
 
 def test_static_cache_not_sized_by_an_earlier_cell(make_cfg, fresh_models):
-    long = run_cell(make_cfg("model=tiny-llama", "cache=static", "prompt_len=16", "new_tokens=8", "repeats=1"), "t")
+    long = cell(make_cfg("model=tiny-llama", "cache=static", "prompt_len=16", "new_tokens=8", "repeats=1"), "t")
     assert long.status == "ok" and long.kv_cache_mib == long.kv_theory_mib
     cfg = make_cfg("model=tiny-llama", "cache=static", "prompt_len=8", "new_tokens=4", "repeats=1")
-    short = run_cell(cfg, "t")
+    short = cell(cfg, "t")
     assert short.status == "ok", short.error
     assert short.kv_cache_mib * MIB == _kv_bytes_per_token(cfg.model.arch) * (8 + 4 - 1)
 
@@ -223,11 +247,11 @@ def test_paged_block_size_is_a_condition(make_cfg, fresh_models):
     """cache.block_size reaches continuous batching (the pool is whole blocks of it) and the row's cell id."""
     cfg = make_cfg("model=tiny-gpt2", "cache=paged", "cache.block_size=4", f"prompt_len={P}", f"new_tokens={N}",
                    "batch=1", "repeats=1")
-    r = run_cell(cfg, "t")
+    r = cell(cfg, "t")
     assert r.status == "ok", r.error
     assert r.block_size == 4
     _assert_pool_of_blocks(r, cfg.model.arch, 1, 4)
-    default = run_cell(make_cfg("model=tiny-gpt2", "cache=paged", f"prompt_len={P}", f"new_tokens={N}", "batch=1",
+    default = cell(make_cfg("model=tiny-gpt2", "cache=paged", f"prompt_len={P}", f"new_tokens={N}", "batch=1",
                                 "repeats=1"), "t")
     assert default.block_size == 256 and default.cell_id != r.cell_id
 
@@ -245,7 +269,7 @@ def test_paged_block_size_is_a_condition(make_cfg, fresh_models):
 ])
 def test_unavailable_with_reason(make_cfg, overrides, needle):
     cfg = make_cfg(*overrides)
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "unavailable"
     assert needle in r.error
     assert r.ttft_ms is None and r.kv_cache_mib is None
@@ -253,7 +277,7 @@ def test_unavailable_with_reason(make_cfg, overrides, needle):
 
 
 def test_flex_reason_names_the_model_class(make_cfg):
-    r = run_cell(make_cfg("model=tiny-gpt2", "attn=flex_attention"), "test-run")
+    r = cell(make_cfg("model=tiny-gpt2", "attn=flex_attention"), "test-run")
     assert "GPT2LMHeadModel" in r.error
 
 
@@ -269,7 +293,7 @@ def test_failure_in_generate_gives_a_row(make_cfg, monkeypatch, exc, status, tex
 
     monkeypatch.setattr(measure, "time_generate", boom)
     cfg = make_cfg("model=tiny-gpt2", "cache=dynamic")
-    r = run_cell(cfg, "test-run")  # must not raise
+    r = cell(cfg, "test-run")  # must not raise
     assert r.status == status
     assert text in r.error
     assert r.ttft_ms is None and r.e2e_ms is None
@@ -278,7 +302,7 @@ def test_failure_in_generate_gives_a_row(make_cfg, monkeypatch, exc, status, tex
     model = runner._loaded[next(iter(runner._loaded))].model
     assert "get_compiled_call" not in vars(model) and "set_attn_implementation" not in vars(model)
     monkeypatch.undo()
-    assert run_cell(cfg, "test-run").status == "ok"
+    assert cell(cfg, "test-run").status == "ok"
 
 
 # ---- (f) a short generation is caught ----
@@ -293,7 +317,7 @@ def test_short_generation_is_an_error(make_cfg, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(model, "generate", short)
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "error"
     assert "ShortGeneration" in r.error and "asked for 6" in r.error and "produced 4" in r.error
 
@@ -308,7 +332,7 @@ def test_short_continuous_batch_is_an_error(make_cfg, monkeypatch):
         return real(*a, generation_config=generation_config, **k)
 
     monkeypatch.setattr(model, "generate_batch", short)
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "error"
     assert "ShortGeneration" in r.error and "6" in r.error and "4" in r.error
 
@@ -325,10 +349,10 @@ def test_model_loaded_once_across_cells(make_cfg, fresh_models, monkeypatch):
 
     monkeypatch.setattr(models, "load", spy)
     for cache in ("dynamic", "none", "quantized"):
-        assert run_cell(make_cfg("model=tiny-gpt2", f"cache={cache}", "repeats=1"), "t").status == "ok"
+        assert cell(make_cfg("model=tiny-gpt2", f"cache={cache}", "repeats=1"), "t").status == "ok"
     assert calls == ["tiny-gpt2"]
     # the spy does count: another model is a second load
-    assert run_cell(make_cfg("model=tiny-llama", "repeats=1"), "t").status == "ok"
+    assert cell(make_cfg("model=tiny-llama", "repeats=1"), "t").status == "ok"
     assert calls == ["tiny-gpt2", "tiny-llama"]
 
 
@@ -336,7 +360,7 @@ def test_model_loaded_once_across_cells(make_cfg, fresh_models, monkeypatch):
 
 def test_weights_real_without_weights_is_an_error_row(make_cfg, fresh_models):
     cfg = make_cfg("model=tiny-gpt2", "weights=real")
-    r = run_cell(cfg, "test-run")  # a row, not an exception
+    r = cell(cfg, "test-run")  # a row, not an exception
     assert r.status == "error"
     assert "WeightsUnavailable" in r.error and "hub_id" in r.error
     assert r.weights == "real"  # what was requested; nothing loaded
@@ -360,7 +384,7 @@ def test_compile_switch(make_cfg, monkeypatch, compile_, expect):
     monkeypatch.setattr(cls, "_valid_auto_compile_criteria",
                         lambda self, model_kwargs, gen_cfg: not gen_cfg.disable_compile, raising=True)
     monkeypatch.setattr(cls, "get_compiled_call", lambda self, compile_config: self.__call__, raising=True)
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "ok", r.error
     assert r.compile == compile_
     assert r.compiled is expect
@@ -381,17 +405,17 @@ def test_graph_breaks_in_the_compiled_forward_are_counted(make_cfg, monkeypatch)
     monkeypatch.setattr(cls, "_valid_auto_compile_criteria", lambda self, mk, gc: True, raising=True)
     monkeypatch.setattr(cls, "get_compiled_call", compiled_call, raising=True)
     torch._dynamo.reset()
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "ok", r.error
     assert r.compiled is True
     assert r.graph_breaks >= 1 and r.recompile_limit_hits == 0
     monkeypatch.undo()
-    plain = run_cell(make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=1"), "test-run")
+    plain = cell(make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=1"), "test-run")
     assert plain.compiled is False and plain.graph_breaks == 0 and plain.recompile_limit_hits == 0
 
 
 def test_compile_off_on_cpu_records_not_compiled(make_cfg):
-    r = run_cell(make_cfg("model=tiny-llama", "cache=static", "compile=off"), "test-run")
+    r = cell(make_cfg("model=tiny-llama", "cache=static", "compile=off"), "test-run")
     assert r.status == "ok", r.error
     assert r.compile == "off" and r.compiled is False
 
@@ -417,7 +441,7 @@ def test_eos_cannot_stop_early(make_cfg, choice):
             plain = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
                                    pad_token_id=0)
         assert plain.shape[1] - 8 == 1 and int(plain[0, -1]) == eos
-        r = run_cell(cfg, "test-run")
+        r = cell(cfg, "test-run")
     finally:
         handle.remove()
     assert r.status == "ok", r.error
@@ -428,7 +452,7 @@ def test_several_eos_ids(make_cfg, monkeypatch):
     cfg = make_cfg("model=tiny-gpt2", "cache=dynamic", "repeats=1")
     model = runner.get_model(cfg, "cpu").model
     monkeypatch.setattr(model.generation_config, "eos_token_id", [999, 998])
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == "ok", r.error
 
 
@@ -503,14 +527,14 @@ def test_launch_us_sees_a_busy_host():
     core = min(cores)
     os.sched_setaffinity(0, {core})
     try:
-        measure.launch_us("cpu")
-        quiet = measure.launch_us("cpu")
+        memory.launch_us("cpu")
+        quiet = memory.launch_us("cpu")
         hog = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}}); "
                                 "print('spinning', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE, text=True)
         try:
             assert hog.stdout.readline().strip() == "spinning"  # on our core and busy before we measure
             time.sleep(0.1)
-            busy = max(measure.launch_us("cpu") for _ in range(3))  # the slowest of 3 windows
+            busy = max(memory.launch_us("cpu") for _ in range(3))  # the slowest of 3 windows
         finally:
             hog.kill()
             hog.wait()
@@ -552,33 +576,30 @@ def test_a_failure_inside_continuous_batching_is_named_in_the_row(make_cfg, monk
         raise raised
 
     monkeypatch.setattr(model, "forward", broken)
-    r = run_cell(cfg, "test-run")
+    r = cell(cfg, "test-run")
     assert r.status == status, (r.status, r.error)
     assert "ShortGeneration" in r.error and "produced 1 x 0" in r.error
     assert "its thread logged" in r.error and said in r.error
 
 
-def test_cell_ids_of_rows_without_a_block_size_are_unchanged(make_cfg):
-    """block_size joined the cell key after rows existed: where it is unset, the id must be the hash of the
-    older key (every other condition plus dtype), so stored rows still match new ones of the same cell."""
-    import hashlib
+def test_a_stored_schema_1_row_is_the_same_cell_today(make_cfg):
+    """A row the H100 wrote before strategy objects existed (results/, schema 1) and today's row of the
+    same conditions, as loaded, have one identity, so resume, report and compare match them."""
     import json
-
-    from bench.record import CELL_KEYS, conditions
-
-    cfg = make_cfg("model=tiny-gpt2", "cache=dynamic")
-    r = conditions(cfg, "cpu")
-    older = {k: getattr(r, k) for k in CELL_KEYS if k != "block_size"}
-    want = hashlib.sha1(json.dumps({**older, "dtype": cfg.dtype}, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    assert r.block_size is None and r.cell_id == want
-    # and a row the H100 wrote before block_size existed (session 2, results/) is matched by today's id
     from pathlib import Path
+
+    from bench import identity, store
+    from bench.record import conditions
 
     stored = [json.loads(ln) for ln in (Path(__file__).parent.parent / "results" /
                                         "20261123T150955-vm-1329.jsonl").read_text().splitlines()]
-    old = next(x for x in stored if (x["cache"], x["attn"]) == ("dynamic", "eager"))
-    same = make_cfg("model=gpt2", "cache=dynamic", "attn=eager", "prompt_len=128", "new_tokens=128")
-    assert conditions(same, "cuda").cell_id == old["cell_id"]
+    old = store.upgrade(next(x for x in stored if (x["cache"], x["attn"]) == ("dynamic", "eager")))
+    cfg = make_cfg("model=gpt2", "cache=dynamic", "attn=eager", "prompt_len=128", "new_tokens=128")
+    row = conditions(cfg, "cuda", old["gpu"]).as_row()
+    row.update(weights="random", dtype="float32")  # as the H100 loaded it
+    assert identity.cell_id(row) == old["cell_id"]
+    row.update(batch=2)
+    assert identity.cell_id(row) != old["cell_id"]
 
 
 def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg):
@@ -592,7 +613,7 @@ def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg):
     fed = []  # tokens the model ran through its embedding, per forward
     hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: fed.append(a[0].numel()))
     try:
-        r = run_cell(cfg, "test-run")
+        r = cell(cfg, "test-run")
     finally:
         hook.remove()
     assert r.status == "ok", r.error

@@ -12,15 +12,16 @@ from bench import store
 from bench.record import COLUMNS, SCHEMA_VERSION, Record
 from bench.store import RunFile
 
-REQUIRED = ["model", "weights", "dtype", "device", "cache", "nbits", "attn", "batch", "prompt_len", "new_tokens",
-            "status", "ttft_ms", "tpot_ms", "e2e_ms", "decode_tok_s", "peak_mem_mib", "kv_cache_mib"]
+REQUIRED = ["model", "weights", "dtype", "device", "cache", "strategy", "attn", "batch", "prompt_len", "new_tokens",
+            "status", "ttft_ms", "tpot_ms", "e2e_ms", "e2e_samples_ms", "decode_tok_s", "peak_mem_mib", "kv_cache_mib"]
 
 
-def row(run_id="run-a", **kw) -> dict:
+def row(run_id="run-a", settings=None, **kw) -> dict:
     base = dict(model="tiny-gpt2", weights="random", dtype="float32", device="cpu", cache="dynamic", attn="sdpa",
                 batch=1, prompt_len=8, new_tokens=4, ttft_ms=5.0, tpot_ms=1.0, e2e_ms=8.0, decode_tok_s=1000.0,
-                peak_mem_mib=100.0, kv_cache_mib=0.01, step_ms=[1.0, 1.0, 1.0], run_id=run_id)
-    return Record(**{**base, **kw}).as_row()
+                peak_mem_mib=100.0, kv_cache_mib=0.01, step_ms=[1.0, 1.0, 1.0], run_id=run_id,
+                e2e_samples_ms=[8.0, 8.1, 7.9])
+    return Record(**{**base, **kw}, settings=settings or {}).as_row()
 
 
 def lines(path) -> list[dict]:
@@ -32,11 +33,18 @@ def test_append_keeps_earlier_rows(tmp_path):
     for i in range(3):
         rf.append(row(prompt_len=8 + i))
         assert [r["prompt_len"] for r in lines(rf.path)] == list(range(8, 9 + i))
-    # a second RunFile for the same run id (resume) keeps what the first wrote
-    RunFile(tmp_path, "run-a").append(row(prompt_len=99))
-    assert [r["prompt_len"] for r in lines(rf.path)] == [8, 9, 10, 99]
     assert rf.path.parent == tmp_path and rf.path.name.startswith("run-a") and rf.path.suffix == ".jsonl"
     assert [p.name for p in tmp_path.iterdir()] == [rf.path.name]
+
+
+def test_two_runs_with_one_run_id_never_share_a_file(tmp_path):
+    """Two processes started with the same KVBENCH_RUN_ID: each claims its own file, no row is lost."""
+    a, b = RunFile(tmp_path, "same"), RunFile(tmp_path, "same")
+    for i in range(2):
+        a.append(row("same", prompt_len=10 + i))
+        b.append(row("same", prompt_len=20 + i))
+    assert a.path != b.path and {a.path.name, b.path.name} == {"same.jsonl", "same.2.jsonl"}
+    assert sorted(store.load(tmp_path)["prompt_len"]) == [10, 11, 20, 21]
 
 
 def test_run_id_owned_by_this_process_names_the_file(tmp_path):
@@ -90,7 +98,7 @@ def test_two_runs_one_store(tmp_path):
     a.append(row("run-a", cache="dynamic"))
     b.append(row("run-b", cache="static"))
     a.append(row("run-a", cache="none"))
-    b.append(row("run-b", cache="quantized", nbits=4))
+    b.append(row("run-b", cache="quantized", settings={"nbits": 4}))
     assert a.path != b.path
     assert sorted(tmp_path.iterdir()) == sorted([a.path, b.path])
     df = store.load(tmp_path)
@@ -153,11 +161,46 @@ def test_nan_and_inf_become_null(tmp_path):
 
 
 def test_rows_round_trip(tmp_path):
-    r = row(cache="quantized", nbits=2, quant_backend="hqq", status="ok", step_ms=[1.5, 2.5, 3.5])
+    r = row(cache="quantized", settings={"nbits": 2, "quant_backend": "hqq"}, status="ok", step_ms=[1.5, 2.5, 3.5])
     RunFile(tmp_path, "run-a").append(r)
     got = store.load(tmp_path).iloc[0].to_dict()
-    for k in ("cache", "nbits", "quant_backend", "prompt_len", "status", "ttft_ms", "step_ms", "schema_version"):
+    for k in ("cache", "nbits", "quant_backend", "prompt_len", "status", "ttft_ms", "step_ms", "e2e_samples_ms",
+              "strategy_keys", "cell_id", "schema_version"):
         assert got[k] == r[k], k
+    assert got["strategy_keys"] == ["nbits", "quant_backend"]
+
+
+@pytest.mark.parametrize("line, why", [
+    ('{"schema_version": 1}', "without run_id, model, cache, status"),
+    ('{"schema_version": 2, "run_id": "r", "model": "m", "cache": "dynamic", "status": "fine"}', "status 'fine'"),
+    ('{"schema_version": 2, "run_id": "r", "model": "", "cache": "dynamic", "status": "ok"}', "without model"),
+])
+def test_a_malformed_row_is_skipped_with_a_warning(tmp_path, line, why):
+    RunFile(tmp_path, "run-a").append(row(cache="dynamic"))
+    (tmp_path / "odd.jsonl").write_text(line + "\n")
+    with pytest.warns(UserWarning, match="odd.jsonl:1") as caught:
+        df = store.load(tmp_path)
+    assert list(df["cache"]) == ["dynamic"]
+    assert any(why in str(w.message) for w in caught), [str(w.message) for w in caught]
+
+
+def test_schema_1_rows_load_with_todays_columns_and_identity(tmp_path):
+    """A row written before strategy objects (schema 1) gets its label, roles and the same cell id as a
+    schema-2 row of the same conditions."""
+    old = {"schema_version": 1, "run_id": "old", "model": "m", "weights": "random", "dtype": "float32",
+           "device": "cpu", "gpu": "", "cache": "quantized", "nbits": 4, "quant_backend": "quanto",
+           "residual_length": 128, "q_group_size": 64, "axis_key": 0, "axis_value": 0, "block_size": None,
+           "attn": "sdpa", "sdpa_backend": "auto", "compile": "auto", "batch": 1, "prompt_len": 8,
+           "new_tokens": 4, "seed": 0, "status": "ok", "cell_id": "stale-old-id"}
+    new = row("new", model="m", cache="quantized", status="ok", prompt_len=8, new_tokens=4, sdpa_backend="auto", compile="auto",
+              settings={"nbits": 4, "quant_backend": "quanto", "residual_length": 128, "q_group_size": 64,
+                        "axis_key": 0, "axis_value": 0})
+    (tmp_path / "old.jsonl").write_text(json.dumps(old) + "\n")
+    RunFile(tmp_path, "new").append(new)
+    df = store.load(tmp_path).set_index("run_id")
+    assert df.loc["old", "strategy"] == "quantized int4 (quanto)"
+    assert not df.loc["old", "reference"] and df.loc["old", "holds_cache"]
+    assert df.loc["old", "cell_id"] == df.loc["new", "cell_id"] == new["cell_id"]
 
 
 def test_foreign_schema_version_type_is_skipped(tmp_path):

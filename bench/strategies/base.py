@@ -1,0 +1,87 @@
+"""The cache-strategy interface. Everything specific to one strategy lives in its own module beside this one.
+
+A strategy is a dataclass whose fields are its settings (they become row columns and part of the cell's
+identity). conf/cache/<name>.yaml names the class with `_target_` and sets the fields; bench.compose builds
+it, and `check()` refuses bad settings before any model loads. The runner, quality, record, report and
+compare only call these methods: none of them tests a cache name. Nothing here imports torch at module level,
+so the parent process of `bench run` stays light.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Optional
+
+
+class NotApplicable(Exception):
+    """The strategy has no such thing (e.g. a generate() cache to score quality through)."""
+
+
+@dataclass
+class Strategy:
+    name: ClassVar[str] = ""            # the row's `cache` column
+    reference: ClassVar[bool] = False   # the full-precision default others are measured against
+    holds_cache: ClassVar[bool] = True  # False: every step recomputes the whole context
+    description: ClassVar[str] = ""     # one line for the README and report
+    profiled: ClassVar[bool] = True     # its steps run in the calling thread, where the SDPA profiler sees them
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    # ---- settings ----
+    def check(self) -> None:
+        """Raise bench.checks.ConfigError (one line) for a bad setting."""
+
+    def check_attention(self, attn: str) -> None:
+        """Refuse (ConfigError) an attention path this strategy's settings cannot run with."""
+
+    def settings(self) -> dict:
+        """Row columns that identify the cell, by name (the dataclass fields)."""
+        return asdict(self)
+
+    def label(self) -> str:
+        """Short human name, e.g. 'quantized int4 (quanto)'."""
+        return self.name
+
+    # ---- running ----
+    def unavailable_reason(self, model, device: str) -> Optional[str]:
+        """Why this strategy cannot run here with this model, or None."""
+        return None
+
+    def attention(self, attn: str) -> str:
+        """The attention implementation to set on the model for attention path `attn`."""
+        return attn
+
+    def generate_kwargs(self) -> dict:
+        """generate() arguments selecting this cache (a fresh dict per call: generate mutates cache_config)."""
+        return {"cache_implementation": self.name}
+
+    def timed_call(self, model, ids, new_tokens: int, device: str, extra: dict):
+        """One timed generation: (measure.Timing, output). `extra` holds generate() arguments from other conditions."""
+        from ..measure import time_generate
+
+        return time_generate(model, ids, new_tokens, {**self.generate_kwargs(), **extra}, device)
+
+    def cache_of(self, model, out) -> Any:
+        """The cache object the last call left, to count its bytes."""
+        return getattr(out, "past_key_values", None)
+
+    def extra_columns(self, payload) -> dict:
+        """Strategy-specific measured columns from the counted cache (bench.cachebytes.CachePayload)."""
+        return {}
+
+    def teardown(self, model) -> None:
+        """Release what the strategy keeps on the model between calls."""
+
+    # ---- theory ----
+    def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> Optional[float]:
+        """Bytes the cache holds after one generate() call, from the architecture's geometry (bench.geometry)."""
+        return float(geometry.bytes(prompt_len, new_tokens - 1, batch))
+
+    def predicted_device_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> Optional[float]:
+        """The part of the cache held in device memory (what a fit check counts)."""
+        return self.predicted_bytes(geometry, prompt_len, new_tokens, batch)
+
+    # ---- quality ----
+    def quality_cache(self, model, max_len: int):
+        """A fresh cache object to score perplexity through (None: no cache, every step recomputes)."""
+        raise NotApplicable(f"cache={self.name} has no generate() cache to score quality through")

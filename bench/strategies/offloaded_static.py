@@ -1,0 +1,24 @@
+"""StaticCache(offloading=True): a preallocated cache whose layers live in host memory between uses."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .offloaded import Offloaded
+from .static import Static
+
+
+@dataclass
+class OffloadedStatic(Offloaded):
+    name = "offloaded_static"
+    description = "StaticCache(offloading=True): preallocated, layers in host memory between uses"
+
+    def unavailable_reason(self, model, device: str):
+        return Offloaded.unavailable_reason(self, model, device) or Static.unavailable_reason(self, model, device)
+
+    def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
+        return Static.predicted_bytes(self, geometry, prompt_len, new_tokens, batch)
+
+    def quality_cache(self, model, max_len: int):
+        from transformers import StaticCache
+
+        return StaticCache(config=model.config, max_cache_len=max_len, offloading=True)

@@ -1,0 +1,26 @@
+"""StaticCache: preallocated to prompt + new tokens; on a GPU, generate() compiles its decode step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import Strategy
+
+
+@dataclass
+class Static(Strategy):
+    name = "static"
+    description = "StaticCache: preallocated to prompt_len + new_tokens; generate() compiles it on a GPU"
+
+    def unavailable_reason(self, model, device: str):
+        # transformers sizes a static cache to the longest any earlier call used: a cell must not inherit that
+        model.__dict__.pop("_previous_max_cache_length", None)
+        return None
+
+    def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
+        # generate() sizes it to max_length - 1: the last token is never fed back
+        return float(geometry.static_bytes(prompt_len + new_tokens - 1, batch))
+
+    def quality_cache(self, model, max_len: int):
+        from transformers import StaticCache
+
+        return StaticCache(config=model.config, max_cache_len=max_len)

@@ -1,0 +1,204 @@
+"""bench.geometry and bench.activations against real caches of tiny CPU models and hand arithmetic."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from transformers import (AutoModelForCausalLM, DeepseekV3Config, FalconConfig, Gemma2Config, JambaConfig,
+                          LlamaConfig, MistralConfig, Qwen3NextConfig)
+
+from bench.activations import decode_peak_bytes, prefill_peak_bytes
+from bench.allocator import reserved_peak
+from bench.cachebytes import cache_payload
+from bench.geometry import kv_geometry, quantized_window
+
+MiB, GiB = 2**20, 2**30
+SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=64, num_attention_heads=4)
+CONFIGS = {
+    # Falcon-7B's attention flags (multi_query, old decoder architecture), 8 heads of 64: 1 KV head per layer
+    "falcon_mqa": FalconConfig(vocab_size=128, hidden_size=512, num_attention_heads=8, num_hidden_layers=2,
+                               multi_query=True, new_decoder_architecture=False),
+    # Mistral-style: every layer sliding, window 16; 2 KV heads x 64 dims, fp32: 1,024 B/token/layer
+    "mistral_swa": MistralConfig(**{**SMALL, "hidden_size": 256}, num_key_value_heads=2, num_hidden_layers=4,
+                                 sliding_window=16),
+    # Gemma-2-style: sliding and global layers alternate (0, 2 sliding), same per-token size
+    "gemma2_alt": Gemma2Config(**{**SMALL, "hidden_size": 256}, num_key_value_heads=2, head_dim=64,
+                               num_hidden_layers=4, sliding_window=16),
+    # MLA (DeepSeek-V3): transformers caches the compressed latent (kv_lora_rank 16) and the rope key (8), one
+    # "head", instead of 4 heads x (24 + 16) of K and V
+    "deepseek_mla": DeepseekV3Config(**SMALL, num_key_value_heads=4, num_hidden_layers=2, kv_lora_rank=16,
+                                     q_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16,
+                                     head_dim=8, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
+                                     moe_intermediate_size=32, first_k_dense_replace=1),
+    # hybrids: Mamba layers with attention every other layer; Gated-DeltaNet linear attention + full attention
+    "jamba": JambaConfig(**SMALL, num_key_value_heads=2, num_hidden_layers=4, attn_layer_period=2,
+                         attn_layer_offset=1, expert_layer_period=2, expert_layer_offset=1, num_experts=2,
+                         mamba_d_state=8, mamba_d_conv=4, mamba_expand=2, use_mamba_kernels=False),
+    "qwen3_next": Qwen3NextConfig(**SMALL, num_key_value_heads=2, head_dim=16, num_hidden_layers=4,
+                                  layer_types=["linear_attention", "full_attention"] * 2, linear_num_key_heads=2,
+                                  linear_num_value_heads=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                                  num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                                  shared_expert_intermediate_size=32),
+}
+# (prompt, new tokens, batch): below the window, crossing it while decoding, a prefill alone beyond it, beyond
+RUNS = [(5, 4, 1), (12, 8, 1), (40, 1, 1), (40, 5, 2), (3, 20, 3)]
+_MODELS: dict = {}
+
+
+def _model(name: str):
+    if name not in _MODELS:
+        torch.manual_seed(0)
+        _MODELS[name] = AutoModelForCausalLM.from_config(CONFIGS[name], dtype=torch.float32).eval()
+    return _MODELS[name]
+
+
+def _real(model, prompt: int, new: int, batch: int, **kw):
+    """The cache generate() leaves: a prefill of `prompt`, then new - 1 decode steps."""
+    ids = torch.randint(8, 100, (batch, prompt), generator=torch.Generator().manual_seed(prompt))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                             do_sample=False, pad_token_id=0, return_dict_in_generate=True, **kw)
+    return next(out.get(n) for n in ("cache", "past_key_values") if out.get(n) is not None)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_prediction_equals_real_cache_below_and_beyond_windows(name):
+    geo = kv_geometry(CONFIGS[name], torch.float32)
+    for prompt, new, batch in RUNS:
+        real = cache_payload(_real(_model(name), prompt, new, batch)).total_bytes
+        assert geo.bytes(prompt, new - 1, batch) == real, (prompt, new, batch)
+
+
+def test_sliding_window_by_hand():
+    geo = kv_geometry(CONFIGS["mistral_swa"], "fp32")
+    per_token = 2 * 64 * 2 * 4          # KV heads x head dim x (K, V) x fp32 = 1,024 B per layer
+    scalar = 8                          # each sliding layer's int64 window tensor (whatever the batch)
+    assert geo.bytes(64, 0) == 4 * (64 * per_token + scalar)  # a prefill keeps the whole prompt: 262,176
+    assert geo.bytes(63, 1) == 4 * (16 * per_token + scalar)  # after a decode step, the window: 65,568
+    assert geo.bytes(10, 3) == 4 * (13 * per_token + scalar)  # not full yet
+    assert geo.bytes(64, 5, batch=3) == 4 * (3 * 16 * per_token + scalar)
+    assert [g.decode_cap for g in geo.layers] == [16] * 4 and geo.layers[0].prefill_cap is None
+    # the simple formula counts every token on every layer: 4 x 64 x 1,024 = 262,144 at 64 tokens
+    text = geo.explain(63, 1)
+    assert "262,144" not in text and "4,096 B/token" in text and "stop growing at 16 tokens" in text
+    gemma = kv_geometry(CONFIGS["gemma2_alt"], "fp32")
+    assert [g.decode_cap for g in gemma.layers] == [16, None, 16, None]
+    assert gemma.bytes(63, 1) == 2 * (16 * per_token + scalar) + 2 * 64 * per_token  # 163,856
+
+
+def test_mqa_declared_by_flag_at_falcon_7b_shapes():
+    falcon_7b = FalconConfig(hidden_size=4544, num_attention_heads=71, num_hidden_layers=2, multi_query=True,
+                             new_decoder_architecture=False)
+    geo = kv_geometry(falcon_7b, "fp32")
+    assert [(g.kv_heads, g.head_dim_k, g.head_dim_v) for g in geo.layers] == [(1, 64, 64)] * 2
+    assert geo.bytes(1) == 2 * 1 * 128 * 4 == 1024  # 512 B per layer per token; the flag-blind formula: 72,704
+    text = geo.explain()
+    assert "72,704 B/token" in text and "MQA" in text and "from the code: 1,024 B/token" in text
+
+
+def test_mla_and_hybrid_states():
+    mla = kv_geometry(CONFIGS["deepseek_mla"], "fp32")
+    assert {(g.kv_heads, g.head_dim_k, g.head_dim_v) for g in mla.layers} == {(1, 16, 8)}
+    assert mla.bytes(10) == 2 * 10 * (16 + 8) * 4  # the simple formula: 2 x 10 x 4 x (24 + 16) x 4 = 12,800
+    assert "compressed latent" in mla.explain()
+    jamba = kv_geometry(CONFIGS["jamba"], "fp32")
+    states = [g for g in jamba.layers if g.state_bytes]
+    assert [g.index for g in states] == [0, 2] and all(g.token_bytes == 0 for g in states)
+    assert jamba.bytes(100, 0) - jamba.bytes(10, 0) == 90 * sum(g.token_bytes for g in jamba.layers)  # states fixed
+    assert "fixed" in jamba.explain()
+    nxt = kv_geometry(CONFIGS["qwen3_next"], "fp32")
+    assert [bool(g.state_bytes) for g in nxt.layers] == [True, False, True, False]
+
+
+@pytest.mark.parametrize("name", ["mistral_swa", "gemma2_alt", "falcon_mqa"])
+def test_static_cache(name):
+    geo = kv_geometry(CONFIGS[name], torch.float32)
+    for prompt, new, batch in [(5, 4, 1), (30, 3, 2)]:  # below and beyond window 16
+        real = cache_payload(_real(_model(name), prompt, new, batch, cache_implementation="static")).total_bytes
+        assert geo.static_bytes(prompt + new - 1, batch) == real  # generate() sizes it max_length - 1
+    if name == "mistral_swa":  # StaticSlidingWindowLayer: min(window, max_cache_len) slots, not window - 1
+        assert geo.static_bytes(1000) == 4 * 16 * 1024 and geo.static_bytes(10) == 4 * 10 * 1024
+
+
+@pytest.mark.parametrize("backend, nbits, axis", [("quanto", 4, 0), ("quanto", 2, 0), ("hqq", 4, 1)])
+def test_quantized_cache(backend, nbits, axis):
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, head_dim=32)
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    geo = kv_geometry(cfg, torch.float32)
+    spec = {"backend": backend, "nbits": nbits, "q_group_size": 32, "residual_length": 8, "axis_key": axis,
+            "axis_value": axis}
+    for prompt, new, batch in [(5, 1, 1), (7, 9, 2), (3, 20, 1)]:  # prefill only, flushed once, past two flushes
+        cache = _real(model, prompt, new, batch, cache_implementation="quantized", cache_config=dict(spec))
+        args = {k: spec[k] for k in ("nbits", "q_group_size", "residual_length", "axis_key", "axis_value")}
+        assert geo.quantized_bytes(prompt, new - 1, batch, backend, **args) == cache_payload(cache).total_bytes
+    # a sliding-window model: transformers' QuantizedCache refuses it (it would not respect the window), so do we
+    swa = kv_geometry(CONFIGS["mistral_swa"], torch.float32)
+    with pytest.raises(ValueError, match="full-attention"):
+        swa.quantized_bytes(64, 1, backend=backend, nbits=nbits)
+    with pytest.raises(ValueError):
+        _real(_model("mistral_swa"), 5, 2, 1, cache_implementation="quantized", cache_config=dict(spec))
+
+
+def test_quantized_window_follows_transformers():
+    from bench.kvmath import quantized_window_tokens
+
+    for prompt, steps, residual in [(5, 0, 8), (5, 3, 8), (7, 8, 8), (3, 19, 8), (4, 130, 128)]:
+        assert quantized_window(prompt, steps, residual) == quantized_window_tokens(prompt, steps + 1, residual)
+
+
+# --- activation peaks ------------------------------------------------------------------------------------
+def _llama(layers=2, inter=512, heads=4):
+    return LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=inter, num_hidden_layers=layers,
+                       num_attention_heads=heads, num_key_value_heads=2)
+
+
+def test_prefill_peak_by_hand_and_linear_in_batch():
+    cfg, prompt = _llama(), 64
+    peaks = [prefill_peak_bytes(cfg, "fp32", b, prompt, "sdpa") for b in (1, 2, 4)]
+    for b, p in zip((1, 2, 4), peaks):
+        assert (p.largest_bytes, p.largest_op) == (b * prompt * 512 * 4, "silu")  # the MLP intermediate
+        assert p.kv_bytes == kv_geometry(cfg, "fp32").bytes(prompt, 0, b)  # peak at the last MLP: all KV made
+        assert p.peak_bytes == b * peaks[0].peak_bytes  # every allocation is a multiple of 512 B here
+        assert p.logits_bytes == b * 128 * 4 * 2  # logits_to_keep=1, and generate()'s float32 copy
+    deeper = prefill_peak_bytes(_llama(layers=4), "fp32", 2, prompt, "sdpa")
+    assert deeper.transient_bytes == peaks[1].transient_bytes  # one layer's activations live at a time
+
+
+def test_eager_materialises_the_scores_sdpa_does_not():
+    cfg, prompt = _llama(inter=32), 256
+    scores = 1 * 4 * prompt * prompt * 4  # batch x heads x q x kv x fp32 = 1 MiB
+    eager, sdpa = (prefill_peak_bytes(cfg, "fp32", 1, prompt, a) for a in ("eager", "sdpa"))
+    flash = prefill_peak_bytes(cfg, "fp32", 1, prompt, "flash_attention_2")
+    assert eager.largest_bytes == scores and sdpa.largest_bytes < scores and flash.largest_bytes < scores
+    assert eager.peak_bytes - sdpa.peak_bytes >= scores
+    assert sdpa.peak_bytes >= flash.peak_bytes
+
+
+def test_decode_peak_starts_from_the_cache():
+    cfg, batch, context = _llama(), 2, 100
+    geo = kv_geometry(cfg, "fp32")
+    p = decode_peak_bytes(cfg, "fp32", batch, context, "sdpa")
+    assert p.baseline_bytes == geo.bytes(context - 1, 1, batch)
+    one_layer_k = batch * 2 * (context + 1) * 16 * 4  # the step's concatenation, before the old K is freed
+    assert p.kv_bytes >= p.baseline_bytes + one_layer_k and p.peak_bytes - p.kv_bytes < MiB
+
+
+def test_reserved_peak_simulates_the_caching_allocator():
+    assert reserved_peak([(1, 512), (1, 0), (2, 512)]) == 2 * MiB  # small pool: one 2 MiB segment
+    assert reserved_peak([(1, 30 * MiB), (1, 0), (2, 30 * MiB)]) == 30 * MiB  # reused
+    # a 12 MiB block taken from a freed 30 MiB segment strands its rest: the next 30 MiB needs a new segment
+    assert reserved_peak([(1, 30 * MiB), (1, 0), (2, 12 * MiB), (3, 30 * MiB)]) == 60 * MiB
+    assert reserved_peak([(1, 30 * MiB), (2, 30 * MiB), (1, 0), (2, 0), (3, 60 * MiB)]) == 120 * MiB  # no merge across
+
+
+def test_llama2_7b_batch_96_on_h100():
+    """The H100 run that ran out of memory in prefill: Llama-2-7B shapes, bf16, 1024-token prompts, batch 96."""
+    cfg = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008)
+    h100, weights = 81559 * MiB, 6_738_415_616 * 2
+    p = prefill_peak_bytes(cfg, "bf16", 96, 1024, "sdpa")
+    assert p.kv_bytes == 96 * 1024 * 512 * 1024  # 48 GiB of KV made by the end of the prefill
+    assert p.largest_bytes == 96 * 1024 * 11008 * 2 and p.largest_op == "silu"  # 2.02 GiB MLP intermediate
+    assert weights + p.peak_bytes < h100 < weights + p.reserved_bytes  # live tensors fit; allocator segments not

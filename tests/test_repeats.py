@@ -1,0 +1,57 @@
+"""bench.repeats: adaptive repeats and the second look at a disturbed cell, with calls of known timings."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from bench import repeats
+from bench.measure import Timing
+
+
+def calls(e2e_values, steps=(1.0,) * 9):
+    """A stand-in for a timed generate() call: each call takes the next e2e from the list (ms)."""
+    it = itertools.cycle(e2e_values)
+
+    def call():
+        e = next(it)
+        return Timing(e2e_ms=e, ttft_ms=e - sum(steps) * e / 10, step_ms=[s * e / 10 for s in steps], produced=10), None
+    return call
+
+
+def test_a_steady_cell_stops_at_its_precision(make_cfg):
+    cfg = make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.01", "max_repeats=50")
+    s = repeats.measure(calls([10.0, 10.01, 9.99, 10.02, 9.98]), cfg, "cpu", lambda: None)
+    assert s.stop_reason == "precision" and not s.disturbed and s.remeasured == 0
+    row = repeats.summarise(s, batch=1)
+    assert row["precision"] <= 0.01 and row["repeats"] == len(row["e2e_samples_ms"]) >= 6
+
+
+def test_a_cell_that_disagrees_with_itself_is_measured_again_then_flagged(make_cfg):
+    """Half the calls on another speed (a host that changed under it): re-measured once, still bimodal, flagged."""
+    cfg = make_cfg("model=tiny-gpt2", "repeats=8")
+    before = []
+    s = repeats.measure(calls([10.0, 25.0]), cfg, "cpu", lambda: before.append(1))
+    assert s.remeasured == repeats.REMEASURE == 1 and len(before) == 2  # the peak counters reset per series
+    row = repeats.summarise(s, batch=1)
+    assert row["disturbed"] is True and "spread" in row["disturbed_why"]
+    assert len(row["e2e_samples_ms"]) == 8  # the second series, whole: the first is not mixed in
+
+
+def test_a_disturbed_first_series_that_settles_is_clean(make_cfg):
+    cfg = make_cfg("model=tiny-gpt2", "repeats=8")
+    series = iter([[10.0, 25.0]] * 4 + [[10.0]] * 8)  # 8 calls at two speeds, then 8 at one
+    values = itertools.chain.from_iterable(series)
+
+    def call():
+        e = next(values)
+        return Timing(e2e_ms=e, ttft_ms=e / 10, step_ms=[e / 10] * 9, produced=10), None
+
+    s = repeats.measure(call, cfg, "cpu", lambda: None)
+    assert s.remeasured == 1 and not s.disturbed
+
+
+@pytest.mark.parametrize("fixed", [1, 3])
+def test_fixed_repeats_are_exactly_that(make_cfg, fixed):
+    s = repeats.measure(calls([10.0, 30.0, 10.0]), make_cfg("model=tiny-gpt2", f"repeats={fixed}"), "cpu", lambda: None)
+    assert len(s.timings) == fixed and s.stop_reason == "fixed"
