@@ -46,9 +46,12 @@ def cache_payload(cache, compute_device: torch.device | str | None = None) -> Ca
     res = CachePayload()
     if cache is None:
         return res
-    if hasattr(cache, "key_cache"):  # PagedAttentionCache: one block pool, allocated up front
+    pool = getattr(cache, "cache_tensor", None)  # PagedAttentionCache (5.24+): one flat pool, trash sectors included
+    if pool is None and hasattr(cache, "key_cache"):  # PagedAttentionCache (5.17): per-layer block pools
+        pool = [cache.key_cache, cache.value_cache]
+    if pool is not None:  # a paged pool is allocated up front, whole
         found: list = []
-        _walk([cache.key_cache, cache.value_cache], set(), found)
+        _walk(pool, set(), found)
         res.total_bytes = sum(n for n, _ in found)
         return res
     layers = getattr(cache, "layers", None)

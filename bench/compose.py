@@ -148,8 +148,8 @@ def build(d: dict, task_overrides: list[str], cache_choice: str, sweeping: bool,
     model = _section(ModelConfig, d.pop("model"), "model")
     attn = _section(AttnConfig, d.pop("attn"), "attn")
     cache = strategies.build(d.pop("cache"), cache_choice)
-    cache.check_attention(attn.name)
     cfg = RunConfig(model=model, cache=cache, attn=attn, **d)
+    cache.check_cell(cfg)
     if positions:  # the positions limit, where the model's conf file gives its shapes
         cfg.check_positions(model.arch.get("max_position_embeddings") or model.arch.get("n_positions"))
     return cfg, used

@@ -62,9 +62,19 @@ def load_dtype(cfg) -> str:
     return planned_dtype(cfg.model, arch_config(cfg.model))
 
 
+_PEAKS: dict = {}
+
+
 def peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens: int, attn: str = "sdpa") -> Peak:
-    """The predicted peak of one generate() call of this strategy (bytes)."""
+    """The predicted peak of one generate() call of this strategy (bytes); remembered per process."""
     attn = "sdpa" if attn not in ("eager", "flash_attention_2") else attn
+    key = (config.to_json_string(), str(dtype), repr(strategy), batch, prompt_len, new_tokens, attn)
+    if key not in _PEAKS:
+        _PEAKS[key] = _peak(config, dtype, strategy, batch, prompt_len, new_tokens, attn)
+    return _PEAKS[key]
+
+
+def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens: int, attn: str) -> Peak:
     geo = geometry.kv_geometry(config, dtype)
     pre = activations.prefill_peak_bytes(config, dtype, batch, prompt_len, attn)
     if strategy.holds_cache:

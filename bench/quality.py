@@ -33,6 +33,16 @@ def text_ids(tokenizer) -> torch.Tensor:
     return ids
 
 
+def cache_argument() -> str:
+    """The forward argument that takes a cache: `cache` from transformers 5.24 (`past_key_values` is deprecated
+    there), `past_key_values` before."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def perplexity(model, ids: torch.Tensor, strategy) -> float:
     """exp(mean NLL) of ids[PPL_PREFIX:] predicted one decode step at a time through the strategy's cache."""
@@ -43,11 +53,11 @@ def perplexity(model, ids: torch.Tensor, strategy) -> float:
     if cache is None:  # no cache: every step recomputes the whole prefix, i.e. one full forward
         logits = model(ids).logits[0, PPL_PREFIX - 1:T - 1]
     else:
-        out = model(ids[:, :PPL_PREFIX], past_key_values=cache, use_cache=True,
+        out = model(ids[:, :PPL_PREFIX], **{cache_argument(): cache}, use_cache=True,
                     cache_position=torch.arange(PPL_PREFIX, device=device))
         steps = [out.logits[0, -1]]
         for t in range(PPL_PREFIX, T - 1):
-            out = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True,
+            out = model(ids[:, t:t + 1], **{cache_argument(): cache}, use_cache=True,
                         cache_position=torch.tensor([t], device=device))
             steps.append(out.logits[0, -1])
         logits = torch.stack(steps)
@@ -96,14 +106,14 @@ def measure(model, tokenizer, cfg) -> dict:
     strategy, ref = cfg.cache, reference()
     key = (id(model), cfg.attn.name, cfg.attn.sdpa_backend)
     if key not in _baselines:
-        _baselines[key] = (perplexity(model, ids, ref), greedy_tokens(model, prompts, ref.generate_kwargs))
+        _baselines[key] = (perplexity(model, ids, ref), greedy_tokens(model, prompts, lambda: ref.generate_kwargs(model)))
     base_ppl, base_tokens = _baselines[key]
     if strategy.reference and cfg.compile == "auto":  # this cell is the baseline: nothing to redo
         ppl, agree, first = base_ppl, 1.0, AGREE_NEW_TOKENS
     else:
         extra = {"disable_compile": True} if cfg.compile == "off" else {}
         ppl = perplexity(model, ids, strategy)
-        agree, first = agreement(greedy_tokens(model, prompts, lambda: {**strategy.generate_kwargs(), **extra}),
+        agree, first = agreement(greedy_tokens(model, prompts, lambda: {**strategy.generate_kwargs(model), **extra}),
                                  base_tokens)
     return {"ppl": ppl, "ppl_delta": ppl - base_ppl, "agreement": agree, "first_divergence": first,
             "quality_tokens": ids.shape[1] - PPL_PREFIX}

@@ -24,6 +24,7 @@ OK_CACHES = {
     "quantized": ("quantized", 4, "quanto"),
     "quantized_int2": ("quantized", 2, "quanto"),
     "quantized_hqq": ("quantized", 4, "hqq"),
+    "quantized_fp8": ("quantized", None, "fp8"),
     "paged": ("paged", None, None),
 }
 P, N, B = 8, 4, 2  # prompt_len, new_tokens, batch for the shared rows
@@ -78,7 +79,7 @@ def test_cache_runs_ok_and_row_matches_request(rows, model, choice):
     assert (r.repeats, r.warmup) == (1, 1)
     assert r.weights == "random" and r.device == "cpu" and r.dtype == "float32"
     assert r.attn == "sdpa" and r.sdpa_backend == "auto"
-    assert r.attn_used == ("paged|sdpa" if cache == "paged" else "sdpa")
+    assert r.attn_used == cfg.cache.attention("sdpa")  # paged: paged|sdpa (transformers 5.17) or sdpa (5.24)
     assert r.run_id == "test-run" and len(r.cell_id) == 12
     assert r.torch == torch.__version__
     assert r.strategy == cfg.cache.label() and r.strategy_keys == sorted(cfg.cache.settings())
@@ -620,3 +621,17 @@ def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg):
     calls = 1 + 2  # warmup + repeats
     assert sum(fed) == calls * (prompt + new - 1)  # no call reused another's prompt
     assert fed.count(prompt) == calls  # each call opened with a full-length prefill
+
+
+def test_fp8_cache_bytes_by_hand_and_against_transformers_benchmark(rows, make_cfg):
+    """fp8 (transformers >= 5.24): one float8 byte per cached element and one float32 scale per layer's keys and
+    one per its values; no full-precision window. transformers' own quantized-cache benchmark counts 3,675,120
+    bytes for SmolLM2-135M in bf16 at 256 + 64 tokens (the shapes decide it, so random weights give it too)."""
+    r = rows["tiny-llama", "quantized_fp8"][1]
+    layers, kv_heads, head_dim = 2, 2, 16  # conf/model/tiny-llama.yaml
+    assert r.kv_cache_mib * MIB == layers * (B * kv_heads * (P + N - 1) * 2 * head_dim * 1 + 2 * 4)
+    assert r.kv_theory_mib == r.kv_cache_mib and r.kv_quantized_share == 1.0
+    smol = cell(make_cfg("model=smollm2-135m", "weights=random", "dtype=bfloat16", "cache=quantized_fp8",
+                         "prompt_len=256", "new_tokens=64", "repeats=1", "warmup=0"))
+    assert smol.status == "ok", smol.error
+    assert smol.kv_cache_mib * MIB == smol.kv_theory_mib * MIB == 3_675_120

@@ -31,8 +31,9 @@ class Strategy:
     def check(self) -> None:
         """Raise bench.checks.ConfigError (one line) for a bad setting."""
 
-    def check_attention(self, attn: str) -> None:
-        """Refuse (ConfigError) an attention path this strategy's settings cannot run with."""
+    def check_cell(self, cfg) -> None:
+        """Refuse (ConfigError) a cell whose other conditions (attention path, lengths) these settings cannot
+        run with; called with the whole RunConfig before anything loads."""
 
     def settings(self) -> dict:
         """Row columns that identify the cell, by name (the dataclass fields)."""
@@ -51,19 +52,22 @@ class Strategy:
         """The attention implementation to set on the model for attention path `attn`."""
         return attn
 
-    def generate_kwargs(self) -> dict:
-        """generate() arguments selecting this cache (a fresh dict per call: generate mutates cache_config)."""
+    def generate_kwargs(self, model) -> dict:
+        """generate() arguments selecting this cache, fresh for every call (generate mutates cache_config, and
+        a cache object passed in must not carry one call's tokens into the next)."""
         return {"cache_implementation": self.name}
 
     def timed_call(self, model, ids, new_tokens: int, device: str, extra: dict):
         """One timed generation: (measure.Timing, output). `extra` holds generate() arguments from other conditions."""
         from ..measure import time_generate
 
-        return time_generate(model, ids, new_tokens, {**self.generate_kwargs(), **extra}, device)
+        return time_generate(model, ids, new_tokens, {**self.generate_kwargs(model), **extra}, device)
 
     def cache_of(self, model, out) -> Any:
         """The cache object the last call left, to count its bytes."""
-        return getattr(out, "past_key_values", None)
+        # transformers 5.24 names it `cache` (past_key_values still answers, with a warning); 5.17 past_key_values
+        cache = getattr(out, "cache", None)
+        return cache if cache is not None else getattr(out, "past_key_values", None)
 
     def extra_columns(self, payload) -> dict:
         """Strategy-specific measured columns from the counted cache (bench.cachebytes.CachePayload)."""

@@ -12,7 +12,7 @@ class NoCache(Strategy):
     holds_cache = False
     description = "use_cache=False: every step recomputes attention over the whole sequence"
 
-    def generate_kwargs(self) -> dict:
+    def generate_kwargs(self, model) -> dict:
         return {"use_cache": False}
 
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:

@@ -16,6 +16,14 @@ from ..checks import ConfigError
 from .base import NotApplicable, Strategy
 
 
+def _config_fields() -> set:
+    import dataclasses
+
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    return {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+
+
 @dataclass
 class Paged(Strategy):
     block_size: int = 256  # tokens per block: transformers' default; flash-attn's paged kernel needs a multiple of 256
@@ -27,9 +35,8 @@ class Paged(Strategy):
     def check(self) -> None:
         checks.integer("cache.block_size", self.block_size, 1)
 
-    def check_attention(self, attn: str) -> None:
-        """Called with the attention path before any model loads."""
-        if attn == "flash_attention_2" and self.block_size % 256:
+    def check_cell(self, cfg) -> None:
+        if cfg.attn.name == "flash_attention_2" and self.block_size % 256:
             raise ConfigError(f"cache.block_size={self.block_size} must be a multiple of 256 with "
                               "attn=flash_attention_2 (flash-attn's paged kernel requires it)")
 
@@ -37,9 +44,10 @@ class Paged(Strategy):
         return f"paged ({self.block_size}-token blocks)"
 
     def attention(self, attn: str) -> str:
-        # Left alone, continuous batching swaps sdpa/eager for flash-attn when that is installed:
-        # paged|<attn> runs exactly the path requested.
-        return f"paged|{attn}"
+        # Left alone, continuous batching swaps sdpa/eager for flash-attn when that is installed. transformers
+        # 5.17: paged|<attn> runs exactly the path requested. 5.24: attention is named plainly (paged|sdpa is
+        # read as sdpa; only eager keeps a paged| kernel) and the timed call turns auto_switch_to_flash off.
+        return attn if "auto_switch_to_flash" in _config_fields() and attn != "eager" else f"paged|{attn}"
 
     def blocks(self, prompt_len: int, new_tokens: int, batch: int) -> int:
         return batch * math.ceil((prompt_len + new_tokens) / self.block_size)
@@ -52,8 +60,11 @@ class Paged(Strategy):
         from ..measure import ShortGeneration, Timing, logged, now_ms, sync
 
         batch, prompt_len = ids.shape
-        cb_cfg = ContinuousBatchingConfig(block_size=self.block_size, num_blocks=self.blocks(prompt_len, new_tokens, batch),
-                                          max_batch_tokens=batch * prompt_len, allow_block_sharing=False)
+        fields = _config_fields()  # 5.24 calls a block a page and may swap in flash-attn unless told not to
+        extra = {"auto_switch_to_flash": False} if "auto_switch_to_flash" in fields else {}
+        extra["page_size" if "page_size" in fields else "block_size"] = self.block_size
+        cb_cfg = ContinuousBatchingConfig(num_blocks=self.blocks(prompt_len, new_tokens, batch),
+                                          max_batch_tokens=batch * prompt_len, allow_block_sharing=False, **extra)
         gen_cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=0)
         inputs = ids.tolist()
         sync(device)

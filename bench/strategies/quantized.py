@@ -1,55 +1,73 @@
-"""QuantizedCache: keys and values stored in nbits with a scale and zero point per group; the newest
-`residual_length` tokens stay in full precision. Dequantized before attention: it saves storage, not
-attention bandwidth. Defaults are transformers' own; the backends accept different bits and axes."""
+"""QuantizedCache: keys and values stored in fewer bits, dequantized before attention (it saves storage, not
+attention bandwidth). Backends:
+- quanto / hqq: nbits with a scale and zero point per group of q_group_size; the newest residual_length tokens
+  stay in full precision and are re-quantized together once the window fills. Defaults are transformers' own.
+- fp8 (transformers >= 5.24): float8 e4m3 with one float32 scale per layer's keys and one for its values,
+  calibrated on the prefill and then frozen; no full-precision window and no group settings.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 from .. import checks
+from ..checks import ConfigError
 from .base import Strategy
 
-# what transformers' QuantoQuantizedLayer / HQQQuantizedLayer accept, their default axis and the package each needs
+# what transformers' quantized layers accept, their defaults, and what each needs installed
 BACKENDS = {
     "quanto": {"nbits": (2, 4), "axes": (0, -1), "axis": 0, "package": "optimum.quanto", "extra": "quanto"},
     "hqq": {"nbits": (1, 2, 3, 4, 8), "axes": (0, 1), "axis": 1, "package": "hqq", "extra": "hqq"},
+    "fp8": {"nbits": (), "axes": (), "axis": None, "package": None, "extra": None},
 }
+GROUP_DEFAULTS = {"nbits": 4, "residual_length": 128, "q_group_size": 64}
+FP8_SCALE_BYTES = 4  # one float32 scale per tensor (a layer's keys, its values)
 
 
 @dataclass
 class Quantized(Strategy):
     quant_backend: str = "quanto"
-    nbits: int = 4
-    residual_length: int = 128
-    q_group_size: int = 64
-    axis_key: Optional[int] = None      # None: the backend's default (quanto 0, hqq 1)
+    nbits: Optional[int] = None           # None: the backend's default (quanto/hqq 4); fp8 has none
+    residual_length: Optional[int] = None  # None: 128 (quanto/hqq)
+    q_group_size: Optional[int] = None    # None: 64 (quanto/hqq)
+    axis_key: Optional[int] = None        # None: the backend's default (quanto 0, hqq 1)
     axis_value: Optional[int] = None
 
     name = "quantized"
-    description = "QuantizedCache: nbits with per-group scale and zero point; newest residual_length tokens in full precision"
+    description = "QuantizedCache: quanto/hqq nbits per group with a full-precision window, or fp8 per tensor"
 
     def check(self) -> None:
         checks.one_of("quant_backend", self.quant_backend, BACKENDS)
         spec = BACKENDS[self.quant_backend]
+        group = [f.name for f in fields(self) if f.name != "quant_backend"]
+        if self.quant_backend == "fp8":
+            given = [f"{k}={getattr(self, k)}" for k in group if getattr(self, k) is not None]
+            if given:
+                raise ConfigError(f"{given[0]} does not apply to quant_backend=fp8, which quantizes per tensor "
+                                  "(no bits, groups, window or axis to set); use quanto or hqq for those")
+            return
+        # the row records what ran, never None
+        for k, v in GROUP_DEFAULTS.items():
+            setattr(self, k, v if getattr(self, k) is None else getattr(self, k))
+        self.axis_key = spec["axis"] if self.axis_key is None else self.axis_key
+        self.axis_value = spec["axis"] if self.axis_value is None else self.axis_value
         checks.one_of("nbits", self.nbits, spec["nbits"], f" with quant_backend={self.quant_backend}")
         checks.integer("cache.residual_length", self.residual_length, 1)
         checks.integer("cache.q_group_size", self.q_group_size, 1)
-        # the row records the axis that ran, never None
-        self.axis_key = spec["axis"] if self.axis_key is None else self.axis_key
-        self.axis_value = spec["axis"] if self.axis_value is None else self.axis_value
         for k in ("axis_key", "axis_value"):
             checks.one_of(f"cache.{k}", getattr(self, k), spec["axes"], f" with quant_backend={self.quant_backend}")
 
     def label(self) -> str:
+        if self.quant_backend == "fp8":
+            return "quantized fp8 (e4m3, per tensor)"
         return f"quantized int{self.nbits} ({self.quant_backend})"
 
     def cache_config(self) -> dict:
         """QuantizedCache's arguments; a fresh dict each call (generate mutates cache_config)."""
-        return {"backend": self.quant_backend, "nbits": self.nbits, "axis_key": self.axis_key,
-                "axis_value": self.axis_value, "q_group_size": self.q_group_size,
-                "residual_length": self.residual_length}
+        return {"backend": self.quant_backend, **{f.name: getattr(self, f.name) for f in fields(self)
+                                                 if f.name != "quant_backend" and getattr(self, f.name) is not None}}
 
-    def generate_kwargs(self) -> dict:
+    def generate_kwargs(self, model) -> dict:
         return {"cache_implementation": "quantized", "cache_config": self.cache_config()}
 
     def unavailable_reason(self, model, device: str):
@@ -57,16 +75,19 @@ class Quantized(Strategy):
 
         spec = BACKENDS[self.quant_backend]
         try:
-            found = importlib.util.find_spec(spec["package"]) is not None
+            found = spec["package"] is None or importlib.util.find_spec(spec["package"]) is not None
         except ModuleNotFoundError:
             found = False
         if not found:
             return (f"quant_backend={self.quant_backend} needs the {spec['package']} package "
                     f"(pip install -e .[{spec['extra']}])")
-        try:  # transformers refuses some architectures (only full-attention layers are supported)
+        try:  # transformers refuses some architectures (only full-attention layers), and older ones lack fp8
             self.quality_cache(model, 0)
         except (ValueError, NotImplementedError) as e:
-            return f"QuantizedCache refuses {type(model).__name__}: {str(e).splitlines()[0]}"
+            import transformers
+
+            return (f"QuantizedCache(backend={self.quant_backend}) refuses {type(model).__name__} under "
+                    f"transformers {transformers.__version__}: {str(e).splitlines()[0]}")
         return None
 
     def extra_columns(self, payload) -> dict:
@@ -74,6 +95,9 @@ class Quantized(Strategy):
         return {"kv_quantized_share": share}
 
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
+        if self.quant_backend == "fp8":  # a float8 byte per element, two float32 scales per layer
+            return float(sum(batch * q.kv_heads * q.tokens * (q.head_dim_k + q.head_dim_v) + 2 * FP8_SCALE_BYTES
+                             for q in geometry.quantized_layers(prompt_len, new_tokens - 1) if q.tokens))
         # the packed payload, scales and zero points of each layer, plus the full-precision window
         return float(geometry.quantized_bytes(prompt_len, new_tokens - 1, batch, self.quant_backend, self.nbits,
                                               self.q_group_size, self.residual_length, self.axis_key, self.axis_value))
