@@ -55,3 +55,15 @@ def test_a_disturbed_first_series_that_settles_is_clean(make_cfg):
 def test_fixed_repeats_are_exactly_that(make_cfg, fixed):
     s = repeats.measure(calls([10.0, 30.0, 10.0]), make_cfg("model=tiny-gpt2", f"repeats={fixed}"), "cpu", lambda: None)
     assert len(s.timings) == fixed and s.stop_reason == "fixed"
+
+
+@pytest.mark.parametrize("how, flagged", [("auto", False), ("8", True)])
+def test_a_moved_launch_probe_alone_disturbs_only_calls_that_did_not_agree(make_cfg, monkeypatch, how, flagged):
+    """The host probe ran 2x slower at the end than at the start: with calls that met the precision target it
+    changed nothing measurable (seen on the H200: 0.1% precision, probe 12.9 -> 6.8 us); without the target
+    met it is a sign of a disturbed cell."""
+    probes = itertools.cycle([10.0, 20.0])
+    monkeypatch.setattr(repeats, "launch_us", lambda device: next(probes))
+    cfg = make_cfg("model=tiny-gpt2", f"repeats={how}", "precision=0.01")
+    s = repeats.measure(calls([10.0, 10.01, 9.99]), cfg, "cpu", lambda: None)
+    assert bool(s.disturbed) is flagged

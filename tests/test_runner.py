@@ -635,3 +635,31 @@ def test_fp8_cache_bytes_by_hand_and_against_transformers_benchmark(rows, make_c
                          "prompt_len=256", "new_tokens=64", "repeats=1", "warmup=0"))
     assert smol.status == "ok", smol.error
     assert smol.kv_cache_mib * MIB == smol.kv_theory_mib * MIB == 3_675_120
+
+
+@pytest.mark.parametrize("repeats", ["2", "auto"])
+def test_no_earlier_call_holds_its_cache_while_the_peak_is_measured(make_cfg, monkeypatch, repeats):
+    """The peak counter resets before the timed calls: no warm-up (or discarded series) output may still hold
+    its cache then, or every peak carries a second cache (an H200 session measured batch-32 peaks 16 GiB high
+    and batch-96 OOMs that way)."""
+    import weakref
+
+    from bench.strategies.base import Strategy
+
+    caches, alive_at_reset = [], []
+    real = Strategy.timed_call
+
+    def spy(self, *a, **k):
+        t, out = real(self, *a, **k)
+        caches.append(weakref.ref(out.past_key_values))
+        return t, out
+
+    def reset(device):
+        gc.collect()
+        alive_at_reset.append(sum(c() is not None for c in caches))
+
+    monkeypatch.setattr(Strategy, "timed_call", spy)
+    monkeypatch.setattr(memory, "reset_peak", reset)
+    r = cell(make_cfg("model=tiny-llama", "cache=dynamic", "warmup=2", f"repeats={repeats}", "max_repeats=8"))
+    assert r.status == "ok", r.error
+    assert alive_at_reset and alive_at_reset == [0] * len(alive_at_reset), alive_at_reset

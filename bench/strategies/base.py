@@ -69,6 +69,10 @@ class Strategy:
         cache = getattr(out, "cache", None)
         return cache if cache is not None else getattr(out, "past_key_values", None)
 
+    def caveat(self, device: str) -> str:
+        """A note the row must carry about what this strategy did here (empty: none)."""
+        return ""
+
     def extra_columns(self, payload) -> dict:
         """Strategy-specific measured columns from the counted cache (bench.cachebytes.CachePayload)."""
         return {}

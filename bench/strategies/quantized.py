@@ -90,6 +90,17 @@ class Quantized(Strategy):
                     f"transformers {transformers.__version__}: {str(e).splitlines()[0]}")
         return None
 
+    def caveat(self, device: str) -> str:
+        if self.quant_backend != "fp8":
+            return ""
+        import torch
+
+        cast = torch.tensor([1000.0], device=device).to(torch.float8_e4m3fn).float().item()
+        if cast == cast:  # saturates at 448, as torch 2.13 does
+            return ""
+        return (f"torch {torch.__version__}'s float8 cast does not saturate: cached values past the prefill's range "
+                "become NaN (transformers' fp8 cache does not clamp); the timings stand, the generated text does not")
+
     def extra_columns(self, payload) -> dict:
         share = payload.quantized_tokens / payload.cached_tokens if payload.cached_tokens else None
         return {"kv_quantized_share": share}
