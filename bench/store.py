@@ -142,10 +142,34 @@ def read_rows(paths: Iterable[Path]) -> list[dict]:
     return rows
 
 
+CORRECTIONS = "corrections.json"
+
+
+def corrections(store: Path) -> list[dict]:
+    """Known defects of stored figures: [{"run_id", "columns", "why", optional "exempt_caches" and "where"
+    (column: value)}] in <store>/corrections.json.
+    The rows keep what was measured; a reader gets those columns empty and the reason in the row's note."""
+    path = store / CORRECTIONS
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _correct(rows: list[dict], fixes: list[dict]) -> None:
+    for fix in fixes:
+        for r in rows:
+            where = fix.get("where", {})  # only rows with these values
+            if (r.get("run_id") == fix["run_id"] and r.get("cache") not in fix.get("exempt_caches", [])
+                    and all(r.get(k) == v for k, v in where.items())):
+                for c in fix["columns"]:
+                    r[c] = None
+                r["error"] = "; ".join(x for x in (r.get("error"), fix["why"]) if x)
+
+
 def load(path: str | os.PathLike = "results") -> pd.DataFrame:
-    """Every row of every run in the store (a directory, or one .jsonl file), schema columns first."""
+    """Every row of every run in the store (a directory, or one .jsonl file), schema columns first, with the
+    store's corrections applied."""
     p = Path(path)
     rows = read_rows([p] if p.is_file() else files(p))
+    _correct(rows, corrections(p.parent if p.is_file() else p))
     df = pd.DataFrame(rows)
     for c in COLUMNS:  # older schemas or empty stores still give every column
         if c not in df.columns:

@@ -211,3 +211,19 @@ def test_foreign_schema_version_type_is_skipped(tmp_path):
         df = store.load(tmp_path)
     assert list(df["cache"]) == ["dynamic"]
     assert any("other-tool.jsonl" in str(w.message) for w in caught)
+
+
+def test_corrections_blank_a_defective_figure_and_say_why(tmp_path):
+    """A known defect (a run whose peaks included a leftover cache) is declared once beside the rows: readers
+    get the figure empty with the reason; the rows on disk keep what was measured."""
+    RunFile(tmp_path, "bad").append(row("bad", cache="dynamic", peak_mem_mib=900.0))
+    RunFile(tmp_path, "bad2").append(row("bad", cache="paged", peak_mem_mib=800.0))
+    RunFile(tmp_path, "good").append(row("good", cache="dynamic", peak_mem_mib=500.0))
+    (tmp_path / "corrections.json").write_text(json.dumps([{"run_id": "bad", "columns": ["peak_mem_mib"],
+                                                            "exempt_caches": ["paged"], "why": "leftover cache"}]))
+    df = store.load(tmp_path).set_index("cache", append=True)
+    got = {(r["run_id"], r["cache"]): (r["peak_mem_mib"], r["error"]) for _, r in store.load(tmp_path).iterrows()}
+    assert pd.isna(got["bad", "dynamic"][0]) and got["bad", "dynamic"][1] == "leftover cache"
+    assert got["bad", "paged"] == (800.0, "") and got["good", "dynamic"] == (500.0, "")
+    assert '"peak_mem_mib": 900.0' in (tmp_path / "bad.jsonl").read_text()
+    assert len(df) == 3

@@ -48,7 +48,7 @@ def _saved_mib(rows: pd.DataFrame, r) -> float:
 def _note(r) -> str:
     if r["status"] != "ok":
         return f"**{r['status']}**: {md(text(r['error'])[:90])}"
-    notes = []
+    notes = [md(text(r.get("error"))[:120])] if text(r.get("error")) else []  # an ok row's caveat
     if r.get("disturbed") is True:
         notes.append(f"⚠ disturbed ({md(text(r.get('disturbed_why'))[:80])})")
     if text(r.get("compiled")) == "True" and (num(r.get("graph_breaks")) > 0 or num(r.get("recompile_limit_hits")) > 0):
