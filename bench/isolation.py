@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import sys
 from typing import Optional
 
 from .record import failed_row
@@ -58,6 +59,10 @@ class Worker:
         return self.proc is not None and self.proc.is_alive()
 
     def start(self) -> None:
+        # The worker's libraries leave a semaphore for multiprocessing's resource tracker to clean up at exit, which
+        # it reports in a warning; the tracker takes its warning filters from this process's -W options.
+        if "ignore:resource_tracker:UserWarning" not in sys.warnoptions:
+            sys.warnoptions.append("ignore:resource_tracker:UserWarning")
         # spawn, not fork: a forked child would inherit whatever CUDA state the parent had.
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()

@@ -25,9 +25,11 @@ class _State:
 
 
 def expect(total: int) -> None:
-    """Open the bar for `total` cells."""
+    """Open the bar for `total` cells (on a terminal; a log file gets the per-cell lines only)."""
     stop()
     _State.total, _State.done, _State.start = total, 0, time.time()
+    if not console.is_terminal:
+        return
     _State.progress = Progress(TextColumn("[bold]cells"), MofNCompleteColumn(), BarColumn(),
                                TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
                                transient=True)
@@ -36,9 +38,10 @@ def expect(total: int) -> None:
 
 
 def running(desc: str) -> None:
-    if _State.progress is None:
+    if _State.progress is None and _State.done == 0 and _State.total <= 1:
         expect(1)
-    _State.progress.update(_State.task, description=f"running {desc}")
+    if _State.progress is not None:
+        _State.progress.update(_State.task, description=f"running {desc}")
 
 
 def line(text: str) -> None:

@@ -24,6 +24,8 @@ from . import identity
 from .record import COLUMNS, SCHEMA_VERSION, STATUSES
 
 SUFFIX = ".jsonl"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 REQUIRED = ("run_id", "model", "cache", "status")  # without these a line identifies no cell
 
 
@@ -56,6 +58,7 @@ class RunFile:
         lines = self._lines + [json.dumps(_clean(row))]
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=SUFFIX)
         try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # a run file reads like any other file, not mkstemp's 0600
             with os.fdopen(fd, "w") as f:
                 f.write("\n".join(lines) + "\n")
                 f.flush()
