@@ -26,7 +26,7 @@ report: setup
 	$(BIN)/python -m bench report store=$(STORE)
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -63,7 +63,8 @@ def _setup(s: dict, rows: pd.DataFrame, out: Path) -> tuple[list[str], list[Path
         drawn.append(q)
     lines = [f"## {title}", "", _conditions(rows), ""] + tables.summary(rows, s) + [
         "", tables.winners_line(rows, s), "", "<details><summary>Figures and how each row was measured</summary>", ""]
-    lines += [f"![{p.path.stem}]({p.path.name})" for p in drawn] + [""] + tables.details(rows) + ["", "</details>", ""]
+    lines += [f"![{p.path.stem.split('_')[0]}]({p.path.name})" for p in drawn] + [""] + tables.details(rows)
+    lines += ["", "</details>", ""]
     return lines, [d.path for d in drawn]
 
 

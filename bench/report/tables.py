@@ -45,10 +45,16 @@ def _saved_mib(rows: pd.DataFrame, r) -> float:
     return num(ref["kv_cache_mib"].iloc[0]) - num(r["kv_cache_mib"]) if len(ref) else math.nan
 
 
+def _short(v, n: int = 80) -> str:
+    """The first clause of a message, at most n characters."""
+    s = text(v).split("; ")[0]
+    return s if len(s) <= n else s[: n - 1].rstrip() + "…"
+
+
 def _note(r) -> str:
     if r["status"] != "ok":
-        return f"**{r['status']}**: {md(text(r['error'])[:90])}"
-    notes = [md(text(r.get("error"))[:120])] if text(r.get("error")) else []  # an ok row's caveat
+        return f"**{r['status']}**: {md(_short(r['error']))}"
+    notes = [md(_short(r.get("error")))] if text(r.get("error")) else []  # an ok row's caveat
     if r.get("disturbed") is True:
         notes.append(f"⚠ disturbed ({md(text(r.get('disturbed_why'))[:80])})")
     if text(r.get("compiled")) == "True" and (num(r.get("graph_breaks")) > 0 or num(r.get("recompile_limit_hits")) > 0):
@@ -160,7 +166,7 @@ def not_ok(rows: pd.DataFrame) -> list[str]:
     rows = rows.sort_values(["model", "device", "batch", "label", "_ts"], key=lambda s: s.map(text), kind="stable")
     out = [{"model": md(r["model"]), "device": md(r["device"]) + (f" ({md(r['gpu'])})" if text(r.get("gpu")) else ""),
             "dtype": md(r["dtype"]), "batch": md(r["batch"]), "tokens": f"{text(r['prompt_len'])} + {text(r['new_tokens'])}",
-            "strategy / attention": md(r["label"]), "status": md(r["status"]), "reason": md(text(r["error"])[:160])}
+            "strategy / attention": md(r["label"]), "status": md(r["status"]), "reason": md(_short(r["error"], 110))}
            for _, r in rows.iterrows()]
     return markdown(pd.DataFrame(out))
 
