@@ -89,7 +89,7 @@ def write(base: str, head: str, out: Path, floor: stats.NoiseFloor, pool: bool =
         with matplotlib.rc_context():
             matplotlib.rcdefaults()
             matplotlib.rcParams.update(RC)
-            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated, f"head / base, e2e time per call: {head} vs {base}",
+            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated, f"e2e time per call, {head} against {base}",
                                        out / "compare_ratios.png")
         written.append(drawn.path)
         lines += [f"![head/base ratios]({drawn.path.name})", ""]
