@@ -108,7 +108,11 @@ def _memory(b: dict, h: dict) -> list[str]:
     out = []
     for col, name, rel, absmib in (("kv_cache_mib", "KV", 0.0, KV_ABS_MIB), ("peak_mem_mib", "peak", PEAK_REL, PEAK_ABS_MIB)):
         bv, hv = float(pd.to_numeric(b.get(col), errors="coerce")), float(pd.to_numeric(h.get(col), errors="coerce"))
-        if math.isnan(bv) or math.isnan(hv) or abs(hv - bv) < absmib or (bv and abs(hv - bv) / bv <= rel):
+        if math.isnan(bv) or math.isnan(hv):
+            out.append(f"{name}: no data" + ("" if math.isnan(bv) and math.isnan(hv) else
+                                             f" in {'base' if math.isnan(bv) else 'head'}"))
+            continue
+        if abs(hv - bv) < absmib or (bv and abs(hv - bv) / bv <= rel):
             continue
         out.append(f"{name} {'bigger' if hv > bv else 'smaller'} ({(hv / bv - 1) if bv else math.inf:+.1%})")
     return out

@@ -74,12 +74,12 @@ def write(base: str, head: str, out: Path, floor: stats.NoiseFloor, pool: bool =
         old.unlink()
     written = []
     counts = Counter(c.time.label for c in res.cells)
-    mem = sum(bool(c.memory) for c in res.cells)
+    mem = sum(any("no data" not in m for m in c.memory) for c in res.cells)
     title = "A/A calibration" if calibrated_here else "kvbench compare"
     lines = [f"# {title}", "", f"base `{md(base)}` vs head `{md(head)}`" + (" (samples pooled over rounds)" if pool else "") + ".", "",
              f"**{len(res.cells)} cells compared: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
              + f"; memory changed in {mem}.** Timing verdicts are judged against a noise floor of {floor_text(floor)}.", ""]
-    changed = [c for c in res.cells if c.time.label in CHANGED or c.memory]
+    changed = [c for c in res.cells if c.time.label in CHANGED or any("no data" not in m for m in c.memory)]
     lines += ["## Changes", ""] + (markdown(pd.DataFrame([_row(c) for c in changed])) if changed else ["None beyond noise."]) + [""]
     if res.cells:
         cells = pd.DataFrame([{"setup": c.setup, "label": c.label, "ratio": c.time.ratio if c.time.ratio is not None else math.nan,

@@ -112,8 +112,9 @@ def fast_paths(groups: list) -> Question:
         q.decisions.append({
             "you need": "a compiled fast path",
             "use": ", ".join(sorted({code(w["label"]) for *_, w in part if w is not None})) or "–",
-            "measured": f"compiled in part, the same cache runs {min(x):.1f}–{max(x):.1f}× slower than compiled "
-                        f"whole ({len(part)} setups)" if x else f"{len(part)} rows compiled in part",
+            "measured": (f"compiled whole; compiled in part the same cache runs "
+                         f"{min(x):.1f}{'' if f'{min(x):.1f}' == f'{max(x):.1f}' else f'–{max(x):.1f}'}× slower "
+                         f"({len(part)} setup{'s' * (len(part) != 1)})") if x else f"{len(part)} rows compiled in part",
             "instead of / avoid": ", ".join(sorted({code(r["label"]) for _, r, _ in part})) + ": compiled in part"})
         q.evidence += tables.markdown(pd.DataFrame([{
             "setup": tiny(s), "compiled in part": md(r["label"]), "graph breaks": count(r["graph_breaks"]),

@@ -6,7 +6,7 @@ in the text is formatted here from a row; the words around it are chosen by the 
 
 - latency: batch-1 setups, per prompt length (its biggest model): lowest tpot_ms (tables.winners), against the
   reference of the same attention path; if flash-attn wins, the lowest tpot_ms without it.
-- throughput: each batch > 1 setup: highest decode_tok_s, against the reference of its attention path.
+- throughput: each batch > 1 setup: highest e2e_tok_s (the whole call), against the reference of its attention path.
 - largest: model and lengths measured at several batches: at the largest, the highest decode_tok_s; per
   strategy, its largest ok batch and its failures (allocator settings where they differ).
 """
@@ -200,7 +200,9 @@ def latency(groups: list, plots: str) -> Question:
     fastest path without it is a question of its own."""
     q = Question("Lowest latency for one sequence")
     ones = [(s, r) for s, r in groups if s["batch"] == "1"]
-    ones.sort(key=lambda t: (-num(t[0]["prompt_len"]), -t[1]["weights_mib"].map(num).max(), short(t[0])))
+    # per prompt length the setup with the most strategies measured (then the biggest model) makes the decision
+    ones.sort(key=lambda t: (-num(t[0]["prompt_len"]), -int((t[1]["status"] == "ok").sum()),
+                             -t[1]["weights_mib"].map(num).max(), short(t[0])))
     seen, picks, others = set(), [], []
     for s, rows in ones:
         w = winner(rows, s, "lowest latency")
@@ -247,32 +249,35 @@ def families(groups: list) -> list[tuple[str, list]]:
 
 
 def throughput(groups: list, plots: str) -> Question:
-    """Each batch > 1 setup: the most decode tokens per second, against the reference of the same attention path
+    """Each batch > 1 setup: the most tokens per second over the whole call (prefill included), against the
+    reference of the same attention path
     (or, where the reference wins, the next best). The largest batch of a family is left to `largest`."""
     q = Question("Throughput at batch > 1")
     tops, picks = {id(m[-1][1]) for _, m in families(groups)}, []
     many = sorted([g for g in groups if num(g[0]["batch"]) > 1], key=lambda t: (num(t[0]["batch"]), short(t[0])))
     for s, rows in many:
-        w = best(rows, "decode_tok_s", high=True)
+        w = best(rows, "e2e_tok_s", high=True)
         if w is None or id(rows) in tops:
             continue
         ref, whole = reference(rows, w), winner(rows, s, "most throughput")
-        nxt = best(rows.drop(index=w.name), "decode_tok_s", high=True) if ref is None or ref.name == w.name else None
+        nxt = best(rows.drop(index=w.name), "e2e_tok_s", high=True) if ref is None or ref.name == w.name else None
         if nxt is None and ref is not None:
-            vs = [f"{code(ref['label'])} {sig(ref['decode_tok_s'])} tok/s "
-                  f"({num(w['decode_tok_s']) / num(ref['decode_tok_s']):.2f}× fewer)"]
+            vs = [f"{code(ref['label'])} {sig(ref['e2e_tok_s'])} tok/s "
+                  f"({num(w['e2e_tok_s']) / num(ref['e2e_tok_s']):.2f}× fewer)"]
         else:
-            vs = [f"{code(nxt['label'])} {sig(nxt['decode_tok_s'])} tok/s"] if nxt is not None else []
+            vs = [f"{code(nxt['label'])} {sig(nxt['e2e_tok_s'])} tok/s"] if nxt is not None else []
         vs += [f"{code(r['label'])}: {status(r)}" for _, r in failures(rows)]
-        whole = whole if whole is not None and whole.name != w.name else None
-        lead = f"; over the whole call {code(whole['label'])} leads" if whole is not None else ""
+        fastest = best(rows, "decode_tok_s", high=True)
+        whole = fastest if fastest is not None and fastest.name != w.name else None
+        lead = f"; decoding alone {code(whole['label'])} leads" if whole is not None else ""
         q.decisions.append({"you need": f"throughput, batch {s['batch']}: {short(s, False)}",
                             "use": code(w["label"]) + alloc(w),
-                            "measured": f"{sig(w['decode_tok_s'])} decode tok/s ({sig(w['e2e_tok_s'])} over the "
-                                        f"whole call), peak {gib(w['peak_mem_mib'])}{lead}{tie(rows, w)}",
+                            "measured": f"{sig(w['e2e_tok_s'])} tok/s over the whole call, prefill included "
+                                        f"({sig(w['decode_tok_s'])} decoding), peak {gib(w['peak_mem_mib'])}{lead}"
+                                        f"{tie(rows, w)}",
                             "instead of / avoid": "; ".join(vs) or "–"})
         roles = [("most tok/s", w), (text(ref["strategy"]) if ref is not None else "", ref), ("next", nxt),
-                 ("whole-call lead", whole)]
+                 ("decode lead", whole)]
         picks.append((s, rows, roles + passed_over(rows, w) + failures(rows)))
     q.evidence = evidence(picks, plots, whole_call=True)
     return q
