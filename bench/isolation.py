@@ -23,9 +23,6 @@ def _serve(conn) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")  # library deprecation chatter: the console carries one line per cell
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     from .runner import run_cell
 
     # Fault drill: KVBENCH_FAULT=kill:<cache> makes the worker SIGKILL itself on that cache's cells.

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from typing import Callable, Optional
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from . import attention, geometry, identity, kvmath, memory, models, planner, quality, repeats
 from .cachebytes import cache_payload
@@ -22,6 +23,9 @@ from .record import Record, conditions
 
 log = logging.getLogger("bench")
 logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)  # per-call chatter of generate_batch
+# the console carries one line per cell: transformers' own warnings and progress bars (GGUF conversion) stay off
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
 MIB = memory.MIB
 
 # One loaded model per process: a sweep over caches and attention paths loads it once.
