@@ -79,8 +79,8 @@ def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def check_writable(store: str | os.PathLike) -> None:
-    """Raise OSError with a clear message if rows could not be written to `store`."""
+def check_writable(store: str | os.PathLike, key: str = "store") -> None:
+    """Raise OSError with a clear message (naming `key`) if files could not be written to the directory."""
     d = Path(store)
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def check_writable(store: str | os.PathLike) -> None:
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OSError(f"store={store} is not writable ({e.strerror or e}); pass store=PATH to a writable directory") from None
+        raise OSError(f"{key}={store} is not writable ({e.strerror or e}); give a writable directory") from None
 
 
 def files(store: str | os.PathLike) -> list[Path]:

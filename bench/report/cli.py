@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .. import stats
+from ..store import check_writable
+from . import fmt
 
 REPORT_HELP = "report [store=results] [out=plots]"
 COMPARE_HELP = "compare BASE HEAD [out=plots] [noise=noise.json] [calibrate=true] [pool=true]"
@@ -18,15 +18,10 @@ class UsageError(ValueError):
 
 
 def _pairs(argv: list[str], allowed: dict, usage: str, positional: int = 0) -> tuple[dict, list]:
-    opts, pos = dict(allowed), []
-    for a in argv:
-        k, eq, v = a.partition("=")
-        if eq and k in allowed:
-            opts[k] = v
-        elif eq and "@" not in a and "/" not in k and not Path(a).exists() and len(pos) >= positional:
-            raise UsageError(f"{k} is not an option; usage: {usage}")
-        else:
-            pos.append(a)
+    spec = lambda a: "@" not in a and "/" not in a.partition("=")[0] and not Path(a).exists()  # noqa: E731
+    opts, pos, unknown = fmt.options(argv, allowed, spec)
+    if unknown:
+        raise UsageError(f"{unknown[0]} is not an option; usage: {usage}")
     if len(pos) != positional:
         raise UsageError(f"expected {positional or 'no'} positional argument(s), got {len(pos)}"
                          f"{' (' + ', '.join(map(repr, pos)) + ')' if pos else ''}; usage: {usage}")
@@ -47,12 +42,9 @@ def writable_dir(key: str, path: str) -> Path:
     if p.exists() and not p.is_dir():
         raise UsageError(f"{key}={path} is a file, not a directory")
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(p, key)
     except OSError as e:
-        raise UsageError(f"{key}={path} is not writable ({e.strerror or e})") from None
+        raise UsageError(str(e)) from None
     return p
 
 

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import fmt
+
 USAGE = ("pr BASE_REF HEAD_REF [out=pr-report] [rounds=2] [-- RUN_OVERRIDES...]  "
          "(run overrides default: sweep=quick model=tiny-llama)")
 DEFAULT_OVERRIDES = ("sweep=quick", "model=tiny-llama")
@@ -50,15 +52,9 @@ def parse(argv: list[str]) -> tuple[list[str], str, int, list[str]]:
     argv = list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     own, overrides = argv[:cut], argv[cut + 1:] or list(DEFAULT_OVERRIDES)
-    opts, refs = {"out": "pr-report", "rounds": "2"}, []
-    for a in own:
-        k, eq, v = a.partition("=")
-        if eq and k in opts:
-            opts[k] = v
-        elif eq:
-            raise PrError(f"{k} is not an option of pr (run overrides go after --); usage: {USAGE}")
-        else:
-            refs.append(a)
+    opts, refs, unknown = fmt.options(own, {"out": "pr-report", "rounds": "2"})
+    if unknown:
+        raise PrError(f"{unknown[0]} is not an option of pr (run overrides go after --); usage: {USAGE}")
     if len(refs) != 2:
         raise PrError(f"expected BASE_REF and HEAD_REF, got {len(refs)} ref(s); usage: {USAGE}")
     if not opts["rounds"].isdigit() or int(opts["rounds"]) < 2:

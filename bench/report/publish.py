@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from . import fmt
 from .pr import truncate
 
 BRANCH = "kvbench-plots"
@@ -133,15 +134,9 @@ def publish(out, pr: int | str, run: str, repo: str, *, cwd=".", remote: str = "
 
 
 def _opts(argv: list[str], allowed: dict) -> tuple[dict, list[str]]:
-    opts, pos = dict(allowed), []
-    for a in argv:
-        k, eq, v = a.partition("=")
-        if eq and k in opts:
-            opts[k] = v
-        elif eq:
-            raise PublishError(f"{k} is not an option; allowed: {', '.join(allowed)}")
-        else:
-            pos.append(a)
+    opts, pos, unknown = fmt.options(argv, allowed)
+    if unknown:
+        raise PublishError(f"{unknown[0]} is not an option; allowed: {', '.join(allowed)}")
     if len(pos) != 1 or not (Path(pos[0]) / opts["md"]).is_file():
         raise PublishError(f"give OUT, the directory holding {opts['md']} (got {' '.join(pos) or 'nothing'})")
     if opts["mode"] not in ("push", "artifact"):
