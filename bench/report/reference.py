@@ -76,7 +76,7 @@ def conditions(d: pd.DataFrame, picked: select.Picked, nogpu: int) -> str:
     reps = sorted({int(num(v)) for v in d.loc[d["status"] == "ok", "repeats"] if not math.isnan(num(v))})
     warm = sorted({int(num(v)) for v in d["warmup"] if not math.isnan(num(v))})
     span = lambda xs: "–".join(map(str, sorted({xs[0], xs[-1]}))) + " " if xs else ""  # noqa: E731
-    paged = " (paged: continuous batching's own per-token timestamps)" if (d["cache"] == "paged").any() else ""
+    paged = " (or, for a strategy with a timed call of its own, as continuous batching has, its own token stamps)"
     lost = f" {nogpu} CUDA rows in the store name no GPU (their worker died first) and are left out." if nogpu else ""
     runs, old = d["run_id"].nunique(), len(picked.superseded)
     older = f"; {old} older rows of the same cells stay out of the tables (*{REPEATS}* compares them)" if old else ""
