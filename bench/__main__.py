@@ -6,8 +6,9 @@ import sys
 USAGE = """usage: python -m bench COMMAND [key=value ...]
   run     measure one cell, or a sweep with -m / sweep=default   (Hydra overrides; see README)
   report  write plots/ and plots/report.md from the store          [store=results out=plots]
-  compare BASE HEAD: what changed beyond noise between two result sets   [out=plots noise=FILE calibrate=true]
-  plan    KV memory and capacity for an architecture on a GPU      model=NAME gpu=NAME|GiB [seq_len= batch= ...]
+  compare BASE HEAD: what changed beyond noise between two result sets   [out=plots noise=FILE calibrate=true pool=true]
+  plan    KV memory, peak and capacity for an architecture on a GPU    model=NAME gpu=NAME|GiB [prompt_len= batch= ...]
+          plan check [store=results]: the planner against the store's GPU rows
   reference  the reference report of one GPU's rows: decision table first  gpu=NAME [store=results out=...]
   pr      BASE_REF HEAD_REF: measure two commits interleaved and compare them   [out=DIR rounds=2 -- run overrides]
   env     print the environment columns a row would carry here"""

@@ -82,6 +82,8 @@ def main(dcfg: DictConfig) -> None:
         return
     if not sweeping and row["status"] == "oom" and row["error"].startswith("not run:"):
         usage_error(row["error"])  # one cell asked for and the planner refused it: say why, write nothing
+    if not sweeping and row["status"] == "error" and row["error"].startswith("bad input: "):
+        usage_error(row["error"].removeprefix("bad input: "))  # input only the worker could check (torch-side)
     _write(cfg, row, desc, sweeping)
 
 

@@ -107,7 +107,7 @@ def _apply_shortcuts(d: dict, given: dict, cache_choice: str, sweeping: bool) ->
         if value is None:
             continue
         section = d[group]
-        settings = (strategies.settings_of(section.get("_target_", "")) if group == "cache" and section.get("_target_")
+        settings = (strategies.settings_of(section["_target_"], section) if group == "cache" and section.get("_target_")
                     else field_names(ModelConfig) if group == "model" else field_names(AttnConfig))
         if key not in settings:
             if sweeping:
@@ -141,7 +141,7 @@ def build(d: dict, task_overrides: list[str], cache_choice: str, sweeping: bool,
     used = _apply_shortcuts(d, given, cache_choice, sweeping)
     target = d["cache"].get("_target_")
     for k in [k for k in d["cache"] if f"cache.{k}" in given]:
-        if target and k not in strategies.settings_of(target) and sweeping:
+        if target and k not in strategies.settings_of(target, d["cache"]) and sweeping:
             del d["cache"][k]  # a sweep over caches: a setting applies to the strategies that have it
         else:
             used.add(f"cache.{k}")

@@ -122,11 +122,6 @@ class RunConfig:
         if self.cell_timeout_s is not None:
             checks.number("cell_timeout_s", self.cell_timeout_s, 0)
 
-    @property
-    def dtype_request(self) -> str:
-        """The dtype to load in: the model's own unless overridden (auto: the checkpoint's)."""
-        return self.model.dtype
-
     def check_positions(self, max_positions: Optional[int]) -> None:
         """prompt_len + new_tokens must fit the architecture's positions (known once its config is)."""
         if max_positions and self.prompt_len + self.new_tokens > max_positions:

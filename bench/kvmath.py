@@ -46,10 +46,6 @@ def _elem_bytes(dtype: DTypeLike) -> int:
     return _torch_dtype(dtype).itemsize
 
 
-def _dtype_name(dtype: DTypeLike) -> str:
-    return str(_torch_dtype(dtype)).removeprefix("torch.")
-
-
 def kv_heads_and_dims(config) -> tuple[int, int, int, int]:
     """(num_layers, num_kv_heads, head_dim_k, head_dim_v) of the decoder's self-attention.
 

@@ -17,9 +17,6 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-MIB = 1024 * 1024
-
-
 class ShortGeneration(RuntimeError):
     pass
 

@@ -16,7 +16,7 @@ from .models import arch_config, max_positions, planned_dtype
 
 PLAN_KEYS = ("gpu", "alloc")
 USAGE = ("usage: python -m bench plan model=NAME|HUB_ID|DIR gpu=NAME|GiB [cache=dynamic|quantized|...] [nbits=2|4] "
-         "[quant_backend=quanto|hqq] [dtype=...] [attn=sdpa|eager|flash_attention_2] [batch=1] [prompt_len=4096] "
+         "[quant_backend=quanto|hqq|fp8] [dtype=...] [attn=sdpa|eager|flash_attention_2] [batch=1] [prompt_len=4096] "
          "[new_tokens=128] [alloc=default|expandable]    |    python -m bench plan check [store=results]")
 GIB = 2**30
 
@@ -81,6 +81,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"plan needs model= (a conf/model name, a hub id or a local directory)")
         shipped = (compose.CONF_DIR / "model" / f"{spec}.yaml").exists()
         run = [a for a in run if shipped or not a.startswith("model=")]
+        asked_prompt = any(a.startswith("prompt_len=") for a in run)
         run = ["device=cpu", "prompt_len=4096", "new_tokens=128"] + run
         merged = {a.split("=", 1)[0]: a for a in run}
         cfg, = compose.cells(list(merged.values()), positions=False)
@@ -94,6 +95,8 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             raise ConfigError(f"model={spec}: no shipped config, local config.json or reachable hub id "
                               f"({str(e).splitlines()[0]})") from None
+        if not asked_prompt:  # 4096 tokens, or as many as the architecture's positions leave room for
+            cfg.prompt_len = max(1, min(4096, (max_positions(config) or 1 << 30) - cfg.new_tokens))
         cfg.check_positions(max_positions(config))
     except ConfigError as e:
         return _fail(str(e))
@@ -111,8 +114,10 @@ def main(argv: list[str]) -> int:
     print("| cache | KV on device (GiB) | peak allocated (GiB) | needs (GiB) | fits | largest batch | longest prompt |")
     print("|---|---|---|---|---|---|---|")
     given = any(a.startswith(("cache=", "nbits=", "quant_backend=")) for a in argv)
-    variants = [cfg] if given else [cfg] + [compose.cells(list(merged.values()) + v)[0] for v in
+    variants = [cfg] if given else [cfg] + [compose.cells(list(merged.values()) + v, positions=False)[0] for v in
                                            (["cache=quantized", "nbits=4"], ["cache=quantized", "nbits=2"])]
+    for c in variants[1:]:
+        c.model, c.prompt_len = cfg.model, cfg.prompt_len
     for c in variants:
         try:
             print(_line(c.cache.label(), config, dtype, c, gpu_bytes, expandable))

@@ -38,14 +38,17 @@ def rows(store: str) -> list[dict]:
 
 
 def check(r: dict) -> dict | None:
+    """The planner against one row; None for a row it cannot judge (no shipped shapes, an unknown GPU or strategy)."""
     config = _model(r["model"])
+    try:
+        strategy, cap = strategies.from_row(r), kvmath.parse_gpu(r["gpu"])[1]
+    except (ValueError, KeyError):
+        return None
     if config is None:
         return None
-    strategy = strategies.from_row(r)
     p = planner.peak(config, r["dtype"], strategy, int(r["batch"]), int(r["prompt_len"]), int(r["new_tokens"]), r["attn"])
     expandable = "expandable_segments:True" in str(r.get("cuda_alloc_conf") or "")
     need = p.needed(expandable)
-    cap = kvmath.parse_gpu(r["gpu"])[1]
     fits, ran = need <= cap, r["status"] == "ok"
     measured = float(r["peak_mem_mib"]) * 2**20 if ran and r.get("peak_mem_mib") is not None else float("nan")
     return {"model": r["model"], "gpu": r["gpu"], "batch": int(r["batch"]), "tokens": f"{r['prompt_len']} + {r['new_tokens']}",

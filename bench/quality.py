@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -95,7 +96,7 @@ def agreement(tokens: list[list[int]], baseline: list[list[int]]) -> tuple[float
     return same / total, first
 
 
-_baselines: dict = {}
+_baselines: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> {attention: baseline}
 
 
 def measure(model, tokenizer, cfg) -> dict:
@@ -104,10 +105,11 @@ def measure(model, tokenizer, cfg) -> dict:
     ids = text_ids(tokenizer)
     prompts = agreement_prompts(ids)
     strategy, ref = cfg.cache, reference()
-    key = (id(model), cfg.attn.name, cfg.attn.sdpa_backend)
-    if key not in _baselines:
-        _baselines[key] = (perplexity(model, ids, ref), greedy_tokens(model, prompts, lambda: ref.generate_kwargs(model)))
-    base_ppl, base_tokens = _baselines[key]
+    per_model = _baselines.setdefault(model, {})  # a model id() can be reused once a model is freed: not this
+    key = (cfg.attn.name, cfg.attn.sdpa_backend)
+    if key not in per_model:
+        per_model[key] = (perplexity(model, ids, ref), greedy_tokens(model, prompts, lambda: ref.generate_kwargs(model)))
+    base_ppl, base_tokens = per_model[key]
     if strategy.reference and cfg.compile == "auto":  # this cell is the baseline: nothing to redo
         ppl, agree, first = base_ppl, 1.0, AGREE_NEW_TOKENS
     else:

@@ -70,7 +70,7 @@ def classify(e: BaseException) -> tuple[str, str]:
 def _quality(rec: Record, cfg, loaded: models.Loaded) -> None:
     """Fill the quality columns; a failure here is noted but keeps the cell's timings."""
     if loaded.weights != "real":
-        rec.error = "quality=on skipped: random weights have no meaningful quality"
+        _note(rec, "quality=on skipped: random weights have no meaningful quality")
         return
     try:
         if loaded.tokenizer is None:
@@ -79,27 +79,44 @@ def _quality(rec: Record, cfg, loaded: models.Loaded) -> None:
             for k, v in quality.measure(loaded.model, loaded.tokenizer, cfg).items():
                 setattr(rec, k, v)
     except quality.NotApplicable as e:
-        rec.error = f"quality: {e}"
+        _note(rec, f"quality: {e}")
     except Exception as e:  # noqa: BLE001
-        rec.error = f"quality failed: {classify(e)[1]}"
+        _note(rec, f"quality failed: {classify(e)[1]}")
 
 
-def _prepare(cfg, run_id: str) -> tuple[Record, Optional[models.Loaded]]:
-    """The row's conditions as they will run: device, GPU, environment; the planner's verdict; the model."""
+def _note(rec: Record, text: str) -> None:
+    """Add a note to an ok row's error column, keeping the ones already there."""
+    rec.error = "; ".join(x for x in (rec.error, text) if x)
+
+
+def _start(cfg, run_id: str) -> Record:
+    """The row as far as it is known before anything can fail: conditions requested, device, environment."""
     device = resolve_device(cfg.device)
     env = environment(device)
     rec = conditions(cfg, device, env["gpu"])
     rec.run_id = run_id
     for k, v in env.items():
         setattr(rec, k, v)
-    refusal = planner.refusal(cfg, device) if cfg.fit_check else None
+    if cfg.weights == "auto" and not (cfg.model.hub_id or cfg.model.gguf):
+        rec.weights = "random"  # nothing to load real weights from: known before loading
+    return rec
+
+
+def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
+    """The planner's verdict, then the model; the row gets the conditions as they will run."""
+    if cfg.model.arch:  # shapes given on the command line or in conf/model are input: check them before loading
+        try:
+            models.arch_config(cfg.model)
+        except Exception as e:  # noqa: BLE001 - transformers raises several kinds for a bad field
+            raise ConfigError(f"model.arch of {cfg.model.name} builds no config: {str(e).strip().splitlines()[-1]}")
+    refusal = planner.refusal(cfg, rec.device) if cfg.fit_check else None
     if refusal:
         rec.status, rec.error = "oom", f"not run: the planner predicts it cannot fit: {refusal} (fit_check=false runs it anyway)"
         rec.dtype = planner.load_dtype(cfg)
-        return rec, None
-    loaded = get_model(cfg, device)
+        return None
+    loaded = get_model(cfg, rec.device)
     rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
-    return rec, loaded
+    return loaded
 
 
 def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
@@ -155,7 +172,7 @@ def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
         setattr(rec, k, v)
     rec.kv_cache_mib = payload.total_bytes / MIB
     rec.extra = strategy.extra_columns(payload)
-    rec.error = strategy.caveat(device)
+    rec.error = strategy.caveat(device)  # _quality adds its own notes after this one
     host = payload.host_bytes if device == "cuda" else 0
     rec.peak_mem_mib = peak / MIB
     rec.peak_reserved_mib = reserved / MIB if reserved is not None else None
@@ -177,9 +194,14 @@ def run_cell(cfg, run_id: str, skip: frozenset = frozenset(),
     """Measure one cell and return its row; None when `skip` (resume) already holds its identity.
     `on_loaded` receives the conditions as they will run, once the model is in (a crash after that
     still leaves a row with the right identity)."""
-    rec, loaded = None, None
     try:
-        rec, loaded = _prepare(cfg, run_id)
+        rec = _start(cfg, run_id)
+    except ConfigError as e:  # the device asked for is not here (the parent checks first; this is in-process use)
+        rec = conditions(cfg, cfg.device)
+        rec.run_id, rec.status, rec.error = run_id, "error", f"bad input: {e}"
+        return rec
+    try:
+        loaded = _prepare(rec, cfg)
         if loaded is None:
             return rec
         row = rec.as_row()
@@ -189,16 +211,14 @@ def run_cell(cfg, run_id: str, skip: frozenset = frozenset(),
             on_loaded(row)
         _measure(rec, cfg, loaded)
     except ConfigError as e:  # a condition only the loaded model could check (e.g. its positions)
-        rec = rec or conditions(cfg, cfg.device)
         rec.status, rec.error = "error", f"bad input: {e}"
     except Exception as e:  # noqa: BLE001 - a failing cell must never lose the others
-        rec = rec or conditions(cfg, cfg.device)
         rec.status, rec.error = classify(e)
         log.debug("cell failed", exc_info=True)
     finally:
         for lm in _loaded.values():
             cfg.cache.teardown(lm.model)
         gc.collect()
-        if rec is not None and rec.device == "cuda":
+        if rec.device == "cuda":
             torch.cuda.empty_cache()
     return rec

@@ -17,12 +17,8 @@ import time
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from bench import measure, models, strategies
-from bench.cli import CONF_DIR
-from bench.config import RunConfig
+from bench import attention, compose, measure, models
 from bench.env import resolve_device
 from bench.runner import get_model
 
@@ -39,19 +35,19 @@ def bare_ms(model, ids, n: int, kw: dict, device: str) -> float:
 def main(argv: list[str]) -> int:
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if a.startswith("--")}
     tol, calls = float(opts.get("--tolerance", 0.03)), int(opts.get("--calls", 15))
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg: RunConfig = OmegaConf.to_object(compose("config", overrides=[a for a in argv if not a.startswith("--")]))
+    (cfg,) = compose.cells([a for a in argv if not a.startswith("--")])
     device = resolve_device(cfg.device)
     model = get_model(cfg, device).model
-    strategies.set_attention(model, strategies.attention_for(cfg))
+    attention.set_attention(model, cfg.cache.attention(cfg.attn.name))
+    kw = lambda: cfg.cache.generate_kwargs(model)  # noqa: E731  (fresh per call)
     ids = models.prompt_ids(model.config.get_text_config().vocab_size, cfg.batch, cfg.prompt_len, cfg.seed).to(device)
     n = cfg.new_tokens
     h_e2e, h_dec, b_n, b_1 = [], [], [], []
-    with torch.inference_mode(), strategies.sdpa_context(cfg):
+    with torch.inference_mode(), attention.sdpa_context(cfg.attn):
         for i in range(calls + 2):  # the first two rounds warm up every shape
-            t, _ = measure.time_generate(model, ids, n, strategies.generate_kwargs(cfg), device)
-            bn = bare_ms(model, ids, n, strategies.generate_kwargs(cfg), device)
-            b1 = bare_ms(model, ids, 1, strategies.generate_kwargs(cfg), device)
+            t, _ = measure.time_generate(model, ids, n, kw(), device)
+            bn = bare_ms(model, ids, n, kw(), device)
+            b1 = bare_ms(model, ids, 1, kw(), device)
             if i >= 2:
                 h_e2e.append(t.e2e_ms)
                 h_dec.append(t.e2e_ms - t.ttft_ms)

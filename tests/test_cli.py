@@ -189,3 +189,26 @@ def test_fit_check_false_lets_the_device_answer(tmp_path, monkeypatch, capsys):
     assert entry.main(argv + ["fit_check=false"]) == 0
     rows = [json.loads(line) for f in store.glob("*.jsonl") for line in f.read_text().splitlines()]
     assert [r["status"] for r in rows] == ["ok"]
+
+
+def test_the_overhead_check_script_runs(subprocess_env, tmp_path):
+    """scripts/overhead_check.py, which the README quotes, still runs against today's package."""
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "overhead_check.py"), "model=tiny-llama", "cache=dynamic",
+                        "prompt_len=8", "new_tokens=8", "--calls=2", "--tolerance=10"], cwd=tmp_path, env=subprocess_env,
+                       capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    result = json.loads(p.stdout[p.stdout.index("{"):])
+    assert result["harness_decode_tok_s"] > 0 and result["bare_decode_tok_s"] > 0 and result["within_tolerance"]
+
+
+def test_plan_of_a_model_given_by_its_directory(subprocess_env, tmp_path):
+    """bench plan with a local config.json (not a shipped conf/model): a table, not a traceback."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=512).save_pretrained(tmp_path / "m")
+    p = subprocess.run([sys.executable, "-m", "bench", "plan", f"model={tmp_path / 'm'}", "gpu=24"], cwd=ROOT,
+                       env=subprocess_env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "| dynamic |" in p.stdout and "| quantized int4 (quanto) |" in p.stdout
+    assert "384 prompt + 128 new tokens" in p.stdout  # 4096 capped at the 512 positions the config allows

@@ -145,6 +145,7 @@ def test_report_out_that_is_a_file(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, words", [
     (["run", *T, "cache=quantized_int2", "nbits=4"], ["nbits=4", "quantized_int2"]),
+    (["run", *T, "model.arch.n_layer=abc"], ["model.arch", "tiny-gpt2", "n_layer"]),
     (["run", *T, "device=cuda"], ["device=cuda", "no CUDA GPU"]),
     (["plan", "model=gpt2", "gpu=h100", "batch=0"], ["batch=0"]),
 ])

@@ -120,3 +120,17 @@ def test_the_committed_store_reports_every_setup(tmp_path):
     assert len(visible) < 50_000, len(visible)
     paragraphs = [p for p in md.split("\n\n") if len(p) > 200 and not p.startswith("|")]
     assert len(paragraphs) == len(set(paragraphs))
+
+
+def test_best_quality_per_byte_saved_is_a_cache():
+    """Keeping no cache saves every byte at no perplexity cost: it must not win 'best quality per byte saved'."""
+    import pandas as pd
+
+    from bench.report import select
+
+    rows = select.prepare(pd.DataFrame([
+        row("dynamic", kv=10.0, weights="real", ppl=10.0, ppl_delta=0.0),
+        row("none", kv=0.0, weights="real", ppl=10.0, ppl_delta=0.0),
+        row("quantized", kv=3.0, weights="real", ppl=10.3, ppl_delta=0.3),
+        row("quantized_int2", kv=2.0, weights="real", ppl=150.0, ppl_delta=140.0)]))
+    assert tables.winners(rows, "real")["best quality per byte saved"][0] == "quantized int4 (quanto) / sdpa"

@@ -367,6 +367,17 @@ def test_weights_real_without_weights_is_an_error_row(make_cfg, fresh_models):
     assert r.weights == "real"  # what was requested; nothing loaded
     assert r.ttft_ms is None and r.weights_mib is None
     assert fresh_models._loaded == {}
+    # a whole row: the store keeps it (a row without its run id or device was dropped as malformed)
+    assert r.run_id == "test-run" and r.device == "cpu" and r.torch and r.cpu
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from bench import store
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "r.jsonl").write_text(json.dumps(dict(r)) + "\n")
+        assert [x["status"] for x in store.read_rows([Path(d) / "r.jsonl"])] == ["error"]
 
 
 def test_weights_auto_falls_back_to_random(rows):

@@ -32,12 +32,14 @@ def label(r) -> str:
 def _place_unloaded(df: pd.DataFrame) -> None:
     """Give a row without a loaded dtype the loaded conditions of the one setup of its model and lengths that
     has them (or, among several, the one its own run loaded). Display only: the store keeps what was written."""
-    loaded = df[df["dtype"] != ""]
-    for i in df.index[df["dtype"] == ""]:
+    unknown = df["dtype"].isin(["", "auto"]) | df["weights"].isin(["", "auto"])  # as requested, not as loaded
+    loaded = df[~unknown]
+    for i in df.index[unknown]:
         r = df.loc[i]
         same = loaded[(loaded[list(PLACE_BY)] == r[list(PLACE_BY)]).all(axis=1)]
-        if r["weights"] not in ("", "auto"):
-            same = same[same["weights"] == r["weights"]]
+        for c in ("weights", "dtype"):
+            if r[c] not in ("", "auto"):
+                same = same[same[c] == r[c]]
         found = same[list(LOADED)].drop_duplicates()
         if len(found) > 1:
             found = same[same["run_id"] == r["run_id"]][list(LOADED)].drop_duplicates()
@@ -76,7 +78,8 @@ def pick(df: pd.DataFrame, key: str = "_key") -> Picked:
     newest_ok = df[df["status"] == "ok"].drop_duplicates(key, keep="last")
     never_ok = df[~df[key].isin(set(newest_ok[key]))].drop_duplicates(key, keep="last")
     latest = pd.concat([newest_ok, never_ok])
-    return Picked(shown=latest[latest["dtype"] != ""], superseded=df.drop(index=latest.index),
+    placed = ~(latest["dtype"].isin(["", "auto"]) | latest["weights"].isin(["", "auto"]))
+    return Picked(shown=latest[placed], superseded=df.drop(index=latest.index),
                   not_ok=latest[latest["status"] != "ok"])
 
 

@@ -85,8 +85,10 @@ def winners(rows: pd.DataFrame, weights: str) -> dict:
         r = cached.loc[mem.idxmin()]
         out["least memory"] = (r["label"], f"{num(r['peak_mem_mib']) * 2**20 / GIB:.2f} GiB peak" if gpu
                                else f"{sig(r['kv_cache_mib'])} MiB KV")
-    if weights == "real":
-        scored = [(num(r["ppl_delta"]) / s, r) for _, r in ok.iterrows()
+    elif len(cached):
+        out["least memory"] = ("–", "no peak figures in these rows")
+    if weights == "real":  # of the caches: keeping none saves every byte at no loss and answers nothing
+        scored = [(num(r["ppl_delta"]) / s, r) for _, r in cached.iterrows()
                   if (s := _saved_mib(rows, r)) > 0 and not math.isnan(num(r["ppl_delta"]))]
         if scored:
             score, r = min(scored, key=lambda t: (t[0], t[1]["label"]))

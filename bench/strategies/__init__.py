@@ -27,8 +27,10 @@ def _class(target: str) -> type[Strategy]:
     return cls
 
 
-def settings_of(target: str) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(_class(target)))
+def settings_of(target: str, values: dict | None = None) -> tuple[str, ...]:
+    """The settings of a strategy class; with `values` (its composed entry), those that apply to them."""
+    cls = _class(target)
+    return cls.applicable(values) if values is not None else tuple(f.name for f in dataclasses.fields(cls))
 
 
 def build(spec: dict, choice: str = "") -> Strategy:

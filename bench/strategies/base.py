@@ -27,6 +27,13 @@ class Strategy:
     def __post_init__(self) -> None:
         self.check()
 
+    @classmethod
+    def applicable(cls, values: dict) -> tuple[str, ...]:
+        """The settings that mean something with these values (all fields, unless a choice rules some out)."""
+        from dataclasses import fields
+
+        return tuple(f.name for f in fields(cls))
+
     # ---- settings ----
     def check(self) -> None:
         """Raise bench.checks.ConfigError (one line) for a bad setting."""

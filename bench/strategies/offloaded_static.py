@@ -15,6 +15,9 @@ class OffloadedStatic(Offloaded):
     def unavailable_reason(self, model, device: str):
         return Offloaded.unavailable_reason(self, model, device) or Static.unavailable_reason(self, model, device)
 
+    def teardown(self, model) -> None:
+        Static.teardown(self, model)
+
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         return Static.predicted_bytes(self, geometry, prompt_len, new_tokens, batch)
 

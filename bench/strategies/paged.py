@@ -36,6 +36,9 @@ class Paged(Strategy):
         checks.integer("cache.block_size", self.block_size, 1)
 
     def check_cell(self, cfg) -> None:
+        if cfg.compile == "off":
+            raise ConfigError("compile=off does not apply to cache=paged: continuous batching decides its own "
+                              "graph capture; leave compile=auto")
         if cfg.attn.name == "flash_attention_2" and self.block_size % 256:
             raise ConfigError(f"cache.block_size={self.block_size} must be a multiple of 256 with "
                               "attn=flash_attention_2 (flash-attn's paged kernel requires it)")

@@ -36,6 +36,11 @@ class Quantized(Strategy):
     name = "quantized"
     description = "QuantizedCache: quanto/hqq nbits per group with a full-precision window, or fp8 per tensor"
 
+    @classmethod
+    def applicable(cls, values: dict) -> tuple[str, ...]:
+        # fp8 quantizes per tensor: bits, groups, window and axes mean nothing to it
+        return ("quant_backend",) if values.get("quant_backend") == "fp8" else super().applicable(values)
+
     def check(self) -> None:
         checks.one_of("quant_backend", self.quant_backend, BACKENDS)
         spec = BACKENDS[self.quant_backend]

@@ -16,6 +16,11 @@ class Static(Strategy):
         model.__dict__.pop("_previous_max_cache_length", None)
         return None
 
+    def teardown(self, model) -> None:
+        # generate() keeps its compiled forward (CUDA graphs and their memory pool) on the model: a later
+        # cell must not carry it in its peak
+        model.__dict__.pop("_compiled_call", None)
+
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         # generate() sizes it to max_length - 1: the last token is never fed back
         return float(geometry.static_bytes(prompt_len + new_tokens - 1, batch))

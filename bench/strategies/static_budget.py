@@ -34,6 +34,9 @@ class StaticBudget(Strategy):
     def generate_kwargs(self, model) -> dict:
         return {"past_key_values": self.quality_cache(model, self.max_cache_len)}
 
+    def teardown(self, model) -> None:
+        model.__dict__.pop("_compiled_call", None)  # as Static: no compiled graphs carried into the next cell
+
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         return float(geometry.static_bytes(self.max_cache_len, batch))
 
