@@ -134,3 +134,16 @@ def test_best_quality_per_byte_saved_is_a_cache():
         row("quantized", kv=3.0, weights="real", ppl=10.3, ppl_delta=0.3),
         row("quantized_int2", kv=2.0, weights="real", ppl=150.0, ppl_delta=140.0)]))
     assert tables.winners(rows, "real")["best quality per byte saved"][0] == "quantized int4 (quanto) / sdpa"
+
+
+def test_least_memory_needs_every_rows_figure():
+    """Peaks left out for some rows (a declared defect): the one row that kept its peak must not 'win'."""
+    import pandas as pd
+
+    from bench.report import select
+
+    gpu = dict(device="cuda", gpu="G")
+    rows = select.prepare(pd.DataFrame([row("dynamic", peak=None, **gpu), row("static", peak=None, **gpu),
+                                        row("quantized", peak=900.0, **gpu)]))
+    label, why = tables.winners(rows, "random")["least memory"]
+    assert label == "–" and "2 of 3" in why

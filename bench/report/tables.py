@@ -81,12 +81,14 @@ def winners(rows: pd.DataFrame, weights: str) -> dict:
     cached = ok[ok["holds_cache"].map(lambda v: v is not False)]
     gpu = (cached["device"] == "cuda").all()
     mem = cached["peak_mem_mib" if gpu else "kv_cache_mib"].map(num)
-    if mem.notna().any():
+    if mem.isna().any() and len(cached):  # a winner among the rows that kept a figure would answer another question
+        out["least memory"] = ("–", f"no {'peak' if gpu else 'KV'} figure for {int(mem.isna().sum())} of "
+                                    f"{len(cached)} rows")
+    elif mem.notna().any():
         r = cached.loc[mem.idxmin()]
         out["least memory"] = (r["label"], f"{num(r['peak_mem_mib']) * 2**20 / GIB:.2f} GiB peak" if gpu
                                else f"{sig(r['kv_cache_mib'])} MiB KV")
-    elif len(cached):
-        out["least memory"] = ("–", "no peak figures in these rows")
+
     if weights == "real":  # of the caches: keeping none saves every byte at no loss and answers nothing
         scored = [(num(r["ppl_delta"]) / s, r) for _, r in cached.iterrows()
                   if (s := _saved_mib(rows, r)) > 0 and not math.isnan(num(r["ppl_delta"]))]
