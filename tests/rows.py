@@ -37,7 +37,7 @@ def row(cache="dynamic", e2e=100.0, noise=0.01, n=12, seed=0, run_id="run-a", st
                     ttft_ms=float(np.median(t)), tpot_ms=float(np.median(p)), repeats=n,
                     decode_tok_s=1000 / float(np.median(p)), e2e_tok_s=new_tokens * 1000 / float(np.median(e)),
                     step_ms=[float(np.median(p))] * (new_tokens - 1), kv_cache_mib=kv, peak_mem_mib=peak,
-                    weights_mib=100.0, kv_theory_mib=kv, other_peak_mib=peak - 100 - kv, cold_e2e_ms=2 * e2e,
+                    weights_mib=100.0, kv_theory_mib=kv, other_peak_mib=None if peak is None else peak - 100 - kv, cold_e2e_ms=2 * e2e,
                     precision=0.005, stop_reason="precision")
     else:
         base.setdefault("error", f"{status}: synthetic")
