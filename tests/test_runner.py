@@ -540,16 +540,19 @@ def test_launch_us_sees_a_busy_host():
     os.sched_setaffinity(0, {core})
     try:
         memory.launch_us("cpu")
-        quiet = memory.launch_us("cpu")
-        hog = subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}}); "
-                                "print('spinning', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE, text=True)
+        quiet = min(memory.launch_us("cpu") for _ in range(3))  # the fastest of 3: a parallel test may share the core
+        # two spinners, so our share of the core at least halves even when another test already shares it
+        hogs = [subprocess.Popen([sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{core}}}); "
+                                  "print('spinning', flush=True)\nwhile True: pass"], stdout=subprocess.PIPE, text=True)
+                for _ in range(2)]
         try:
-            assert hog.stdout.readline().strip() == "spinning"  # on our core and busy before we measure
+            assert all(h.stdout.readline().strip() == "spinning" for h in hogs)  # on our core and busy first
             time.sleep(0.1)
             busy = max(memory.launch_us("cpu") for _ in range(3))  # the slowest of 3 windows
         finally:
-            hog.kill()
-            hog.wait()
+            for h in hogs:
+                h.kill()
+                h.wait()
     finally:
         os.sched_setaffinity(0, cores)
     assert 0 < quiet < 1000
