@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.activations import (GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors,
-                               meta_context, meta_model)
+from bench.metarun import (GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors,
+                           meta_context, meta_model)
 
 
 class GeometryError(RuntimeError):

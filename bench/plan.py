@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
         run.append("cache=quantized")  # a bit width asks for the quantized cache
     try:
         if "gpu" not in opts:
-            raise ConfigError(f"plan needs gpu= (a name such as h100, h200, a100-80gb, or a size in GiB)")
+            raise ConfigError("plan needs gpu= (a name such as h100, h200, a100-80gb, or a size in GiB)")
         try:
             gpu_name, gpu_bytes = kvmath.parse_gpu(opts["gpu"])
         except ValueError as e:
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"alloc={opts['alloc']} is not allowed; choose one of: default, expandable")
         spec = next((a.split("=", 1)[1] for a in run if a.startswith("model=")), None)
         if spec is None:
-            raise ConfigError(f"plan needs model= (a conf/model name, a hub id or a local directory)")
+            raise ConfigError("plan needs model= (a conf/model name, a hub id or a local directory)")
         shipped = (compose.CONF_DIR / "model" / f"{spec}.yaml").exists()
         run = [a for a in run if shipped or not a.startswith("model=")]
         asked_prompt = any(a.startswith("prompt_len=") for a in run)

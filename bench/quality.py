@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 import weakref
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from .measure import pad_id
-from .strategies import NotApplicable, reference
+from .strategies import reference
 
 TEXT_PATH = Path(__file__).resolve().parent / "data" / "quality_text.txt"
 PPL_PREFIX = 32

@@ -14,12 +14,13 @@ from typing import Callable, Optional
 import torch
 from transformers.utils import logging as hf_logging
 
-from . import attention, geometry, identity, kvmath, memory, models, planner, quality, repeats
+from . import attention, geometry, kvmath, memory, models, planner, quality, repeats
 from .cachebytes import cache_payload
 from .checks import ConfigError
 from .env import environment, resolve_device
 from .measure import compile_watch, sdpa_backends_seen
 from .record import Record, conditions
+from .strategies import NotApplicable
 
 log = logging.getLogger("bench")
 logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)  # per-call chatter of generate_batch
@@ -78,7 +79,7 @@ def _quality(rec: Record, cfg, loaded: models.Loaded) -> None:
         with attention.sdpa_context(cfg.attn):
             for k, v in quality.measure(loaded.model, loaded.tokenizer, cfg).items():
                 setattr(rec, k, v)
-    except quality.NotApplicable as e:
+    except NotApplicable as e:
         _note(rec, f"quality: {e}")
     except Exception as e:  # noqa: BLE001
         _note(rec, f"quality failed: {classify(e)[1]}")

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import stats
+from bench import verdicts
 from bench.report import cli as report_cli
 from bench.report import compare as cmp
 from tests.rows import row, store
@@ -39,17 +37,17 @@ def sides(tmp_path):
 
 
 def test_one_verdict_per_cell_flags_a_real_shift_and_not_noise(sides):
-    floor = stats.NoiseFloor(floor=0.02, calibrated=True, source="test", n_cells=20)
+    floor = verdicts.NoiseFloor(floor=0.02, calibrated=True, source="test", n_cells=20)
     b, h = sides(cells(seed=1), cells(shift=1.10, seed=2))
     res = cmp.compare(b, h, floor)
     assert len(res.cells) == 20  # one verdict each, not one per metric
-    assert all(c.time.label == stats.SLOWER for c in res.cells)
+    assert all(c.time.label == verdicts.SLOWER for c in res.cells)
     for c in res.cells:
         assert c.time.ratio == pytest.approx(1.10, rel=0.02) and c.time.lo < 1.10 < c.time.hi
         assert c.tpot_ratio == pytest.approx(1.10, rel=0.03)  # the breakdown rides along
     b, h = sides(cells(seed=1), cells(seed=2))
     res = cmp.compare(b, h, floor)
-    assert sum(c.time.label != stats.NOISE for c in res.cells) <= 1
+    assert sum(c.time.label != verdicts.NOISE for c in res.cells) <= 1
 
 
 def test_aa_calibration_then_judging_with_it(sides, tmp_path):
@@ -62,28 +60,28 @@ def test_aa_calibration_then_judging_with_it(sides, tmp_path):
     floor = cmp.calibrate(cmp.aa_pairs(b, h), "A/A test")
     assert floor.calibrated and floor.n_cells == 20 and 0.01 < floor.floor < 0.2
     res = cmp.compare(b, h, floor)
-    assert sum(c.time.label in (stats.SLOWER, stats.FASTER) for c in res.cells) <= 1  # at most 1 in 20
-    naive = cmp.compare(b, h, stats.NoiseFloor(floor=0.0, calibrated=True, source="none"))
-    assert sum(c.time.label in (stats.SLOWER, stats.FASTER) for c in naive.cells) >= 3  # the floor does work
+    assert sum(c.time.label in (verdicts.SLOWER, verdicts.FASTER) for c in res.cells) <= 1  # at most 1 in 20
+    naive = cmp.compare(b, h, verdicts.NoiseFloor(floor=0.0, calibrated=True, source="none"))
+    assert sum(c.time.label in (verdicts.SLOWER, verdicts.FASTER) for c in naive.cells) >= 3  # the floor does work
 
 
 def test_memory_is_compared_exactly(sides):
     b, h = sides([row("dynamic", kv=10.0, peak=500.0)], [row("dynamic", kv=10.0 + 2 / 2**20, peak=500.5)])
-    (c,) = cmp.compare(b, h, stats.DEFAULT_FLOOR).cells
+    (c,) = cmp.compare(b, h, verdicts.DEFAULT_FLOOR).cells
     assert c.memory == ["KV bigger (+0.0%)"]  # two bytes more KV is a change; half a MiB of peak is not
 
 
 def test_disturbed_sides_are_never_a_clean_verdict(sides):
     b, h = sides([row("dynamic")], [row("dynamic", e2e=150, disturbed=True, disturbed_why="e2e spread too wide")])
-    (c,) = cmp.compare(b, h, stats.DEFAULT_FLOOR).cells
-    assert c.time.label == stats.DISTURBED and "spread" in c.time.note
+    (c,) = cmp.compare(b, h, verdicts.DEFAULT_FLOOR).cells
+    assert c.time.label == verdicts.DISTURBED and "spread" in c.time.note
 
 
 def test_cells_match_across_gpus_and_unmatched_are_listed(sides):
     b, h = sides([row("dynamic", gpu="GPU A", device="cuda"), row("static", gpu="GPU A", device="cuda")],
                  [row("dynamic", gpu="GPU B", device="cuda"), row("none", gpu="GPU B", device="cuda"),
                   row("static", status="oom", gpu="GPU B", device="cuda")])
-    res = cmp.compare(b, h, stats.DEFAULT_FLOOR)
+    res = cmp.compare(b, h, verdicts.DEFAULT_FLOOR)
     assert [c.label for c in res.cells] == ["dynamic / sdpa"]
     assert [(lab, has) for _, lab, has in res.only_base] == [("static / sdpa", "oom: oom: synthetic")]
     assert [lab for _, lab, _ in res.only_head] == ["none / sdpa"]
@@ -120,7 +118,7 @@ def test_calibrate_writes_the_floor_that_noise_reads(tmp_path):
     store(a, cells(seed=2, run_id="y"), "y")
     out = tmp_path / "cal"
     assert report_cli.compare([f"{a}@run_id=x", f"{a}@run_id=y", f"out={out}", "calibrate=true"]) == 0
-    floor = stats.NoiseFloor.from_dict(json.loads((out / "noise.json").read_text()))
+    floor = verdicts.NoiseFloor.from_dict(json.loads((out / "noise.json").read_text()))
     assert floor.calibrated and floor.n_cells == 20
     assert "A/A calibration" in (out / "compare.md").read_text()
     judged = tmp_path / "judged"

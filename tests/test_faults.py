@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_cli import ROOT, SMALL, Launched, _argv, bench, store_rows
+from tests.test_cli import SMALL, Launched, _argv, bench, store_rows
 
 
 def _by_cache(rows):

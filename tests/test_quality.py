@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import quality, runner
+from bench.strategies import NotApplicable
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_quantized_cache_moves_perplexity_and_int2_more_than_int4(tiny, make_cfg
 
 def test_paged_has_no_generate_cache_to_score(tiny, make_cfg):
     model, _ = tiny
-    with pytest.raises(quality.NotApplicable, match="continuous batching"):
+    with pytest.raises(NotApplicable, match="continuous batching"):
         make_cfg("model=tiny-llama", "cache=paged").cache.quality_cache(model, 10)
 
 

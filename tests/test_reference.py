@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import stats
+from bench import verdicts
 from bench.record import Record
 from bench.report import compare, reference, select
 from bench.store import load
@@ -161,7 +161,7 @@ def test_repeats_quote_the_compare_verdict(tmp_path):
     md = report(tmp_path, rows(again=again))
     df = select.prepare(load(tmp_path / "store"))
     first, second = (df[(df["cache"] == "dynamic") & (df["batch"] == "1")].iloc[i].to_dict() for i in (0, 1))
-    v, _ = compare.judge(first, second, stats.DEFAULT_FLOOR)
+    v, _ = compare.judge(first, second, verdicts.DEFAULT_FLOOR)
     assert v.label == "slower"
     body = section(md, "How far repeats agree")
     assert f"{v.ratio:.2f} [{v.lo:.2f}–{v.hi:.2f}]: slower" in body and ": 1 slower." in body

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from bench import stats as S
+from bench import verdicts as V
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -172,82 +173,82 @@ def test_ratio_is_of_medians_so_outliers_do_not_move_it():
     base = lognormal(rng, 20, 0.01, 100.0)
     head = base * 1.0
     head[[2, 9, 15]] *= 10.0
-    ci = S.ratio_ci(base, head)
+    ci = V.ratio_ci(base, head)
     assert ci.ratio == pytest.approx(np.median(head) / np.median(base))
     assert abs(ci.ratio - 1.0) < 0.02 and ci.hi < 1.1
-    assert S.verdict(base, head, S.NoiseFloor(0.03, True, "test")).label == S.NOISE
+    assert V.verdict(base, head, V.NoiseFloor(0.03, True, "test")).label == V.NOISE
 
 
 def test_ratio_ci_is_deterministic_and_byte_identical():
     """Catches an unseeded bootstrap."""
     rng = np.random.default_rng(5)
     a, b = lognormal(rng, 12, 0.05), lognormal(rng, 9, 0.05, 1.1)
-    one = json.dumps(S.verdict(a, b).__dict__, sort_keys=True)
-    assert one == json.dumps(S.verdict(a.copy(), b.copy()).__dict__, sort_keys=True)
-    assert S.ratio_ci(a, b, seed=1) != S.ratio_ci(a, b, seed=2)  # the seed is what makes it reproducible
+    one = json.dumps(V.verdict(a, b).__dict__, sort_keys=True)
+    assert one == json.dumps(V.verdict(a.copy(), b.copy()).__dict__, sort_keys=True)
+    assert V.ratio_ci(a, b, seed=1) != V.ratio_ci(a, b, seed=2)  # the seed is what makes it reproducible
 
 
 def test_ratio_ci_width_follows_sample_size():
     """Catches an interval that ignores n: a +10% shift under 8% noise is not established by 3 repeats a side,
     is by 80; the interval narrows ~1/sqrt(n)."""
     rng = np.random.default_rng(6)
-    floor = S.NoiseFloor(0.02, True, "test")
+    floor = V.NoiseFloor(0.02, True, "test")
     small = (lognormal(rng, 3, 0.08, 100.0), lognormal(rng, 3, 0.08, 110.0))
     big = (lognormal(rng, 80, 0.08, 100.0), lognormal(rng, 80, 0.08, 110.0))
-    assert S.verdict(*small, floor).label == S.NOISE
-    assert S.verdict(*big, floor).label == S.SLOWER
-    w = {n: np.mean([math.log(c.hi / c.lo) for c in (S.ratio_ci(lognormal(rng, n, 0.05), lognormal(rng, n, 0.05),
+    assert V.verdict(*small, floor).label == V.NOISE
+    assert V.verdict(*big, floor).label == V.SLOWER
+    w = {n: np.mean([math.log(c.hi / c.lo) for c in (V.ratio_ci(lognormal(rng, n, 0.05), lognormal(rng, n, 0.05),
                                                                  seed=i) for i in range(8))]) for n in (10, 90)}
     assert 0.2 < w[90] / w[10] < 0.5  # theory sqrt(10/90) = 0.33
 
 
 def test_ratio_ci_edge_cases_and_ties():
-    assert S.ratio_ci([], [1.0, 2.0]).ratio is None
-    assert S.verdict([], [1.0, 2.0]).label == S.NO_DATA
-    one = S.ratio_ci([10.0], [12.0, 12.5])
+    assert V.ratio_ci([], [1.0, 2.0]).ratio is None
+    assert V.verdict([], [1.0, 2.0]).label == V.NO_DATA
+    one = V.ratio_ci([10.0], [12.0, 12.5])
     assert one.ratio == pytest.approx(1.225) and one.lo is None and "n_base=1" in one.note
-    assert S.verdict([10.0], [12.0, 12.5]).label == S.NO_INTERVAL
-    same = S.ratio_ci([10.0] * 6, [10.0] * 6)
+    assert V.verdict([10.0], [12.0, 12.5]).label == V.NO_INTERVAL
+    same = V.ratio_ci([10.0] * 6, [10.0] * 6)
     assert (same.ratio, same.lo, same.hi, same.note) == (1.0, 1.0, 1.0, "zero spread")
-    assert S.verdict([10.0] * 6, [10.0] * 6).label == S.NOISE
+    assert V.verdict([10.0] * 6, [10.0] * 6).label == V.NOISE
     # integer-ms timings full of ties at n=6 (where BCa's jackknife degenerates): a finite interval
-    tied = S.ratio_ci([10, 10, 10, 11, 10, 10], [11, 11, 11, 11, 12, 11])
+    tied = V.ratio_ci([10, 10, 10, 11, 10, 10], [11, 11, 11, 11, 12, 11])
     assert tied.lo is not None and tied.lo <= 1.1 <= tied.hi and math.isfinite(tied.lo)
-    assert S.ratio_ci([10, float("nan"), 11], [10, 11, None]).n_base == 2
+    assert V.ratio_ci([10, float("nan"), 11], [10, 11, None]).n_base == 2
 
 
 def test_classify_band_is_symmetric_in_log_space():
     """Catches 1-f in place of 1/(1+f), and a floor that is ignored."""
     f = 0.05
-    assert S.classify(1.051, 1.2, f) == S.SLOWER and S.classify(1.049, 1.2, f) == S.NOISE
-    assert S.classify(0.80, 0.951, f) == S.FASTER  # 1/1.05 = 0.9524; 1 - 0.05 = 0.95 would call it noise
-    assert S.classify(0.80, 0.953, f) == S.NOISE
-    assert S.classify(1.01, 1.03, f) == S.NOISE and S.classify(1.01, 1.03, 0.0) == S.SLOWER
-    assert S.classify(1.06, 1.2, f, higher_is_worse=False) == S.FASTER  # throughput went up
+    assert V.classify(1.051, 1.2, f) == V.SLOWER and V.classify(1.049, 1.2, f) == V.NOISE
+    assert V.classify(0.80, 0.951, f) == V.FASTER  # 1/1.05 = 0.9524; 1 - 0.05 = 0.95 would call it noise
+    assert V.classify(0.80, 0.953, f) == V.NOISE
+    assert V.classify(1.01, 1.03, f) == V.NOISE and V.classify(1.01, 1.03, 0.0) == V.SLOWER
+    assert V.classify(1.06, 1.2, f, higher_is_worse=False) == V.FASTER  # throughput went up
 
 
 def test_verdict_respects_floor_and_disturbed_and_marks_uncalibrated():
     rng = np.random.default_rng(7)
     base, head = lognormal(rng, 50, 0.002, 100.0), lognormal(rng, 50, 0.002, 102.0)
-    assert S.verdict(base, head, S.NoiseFloor(0.01, True, "t")).label == S.SLOWER
-    assert S.verdict(base, head, S.NoiseFloor(0.05, True, "t")).label == S.NOISE  # floor ignored -> slower
-    clear = S.verdict(base, head * 1.5, S.NoiseFloor(0.01, True, "t"), head_disturbed=["host speed changed"])
-    assert clear.label == S.DISTURBED and "head: host speed changed" in clear.note and clear.ratio > 1.4
-    assert S.verdict(base, base, base_disturbed=["spread"]).label == S.DISTURBED
-    v = S.verdict(base, head)
-    assert v.floor == S.DEFAULT_FLOOR.floor and "uncalibrated" in v.note
+    assert V.verdict(base, head, V.NoiseFloor(0.01, True, "t")).label == V.SLOWER
+    assert V.verdict(base, head, V.NoiseFloor(0.05, True, "t")).label == V.NOISE  # floor ignored -> slower
+    clear = V.verdict(base, head * 1.5, V.NoiseFloor(0.01, True, "t"), head_disturbed=["host speed changed"])
+    assert clear.label == V.DISTURBED and "head: host speed changed" in clear.note and clear.ratio > 1.4
+    assert V.verdict(base, base, base_disturbed=["spread"]).label == V.DISTURBED
+    v = V.verdict(base, head)
+    assert v.floor == V.DEFAULT_FLOOR.floor and "uncalibrated" in v.note
 
 
 # ---- NoiseFloor / calibrate ----
 
 def test_noise_floor_serialises_and_default_is_marked():
-    fl = S.calibrate([(lognormal(np.random.default_rng(i), 20, 0.01), lognormal(np.random.default_rng(i + 99), 20,
+    fl = V.calibrate([(lognormal(np.random.default_rng(i), 20, 0.01), lognormal(np.random.default_rng(i + 99), 20,
                                                                            0.01)) for i in range(10)], source="unit")
     d = json.loads(json.dumps(fl.to_dict()))
-    assert S.NoiseFloor.from_dict({**d, "unknown": 1}) == fl
+    assert V.NoiseFloor.from_dict({**d, "unknown": 1}) == fl
     assert d["calibrated"] and d["n_cells"] == 10 and d["quantile"] == 0.99 and d["source"] == "unit"
-    assert not S.DEFAULT_FLOOR.calibrated and "uncalibrated" in S.DEFAULT_FLOOR.source
-    assert S.calibrate([([1.0], [1.0])]) == S.DEFAULT_FLOOR
+    assert not V.DEFAULT_FLOOR.calibrated and "uncalibrated" in V.DEFAULT_FLOOR.source
+    assert V.calibrate([([1.0], [1.0])]) == V.DEFAULT_FLOOR
 
 
 def test_calibrate_captures_between_run_drift():
@@ -258,7 +259,7 @@ def test_calibrate_captures_between_run_drift():
     def pairs(drift):
         return [(lognormal(rng, 30, 0.005, math.exp(rng.normal(0, drift))),
                  lognormal(rng, 30, 0.005, math.exp(rng.normal(0, drift)))) for _ in range(30)]
-    drifting, quiet = S.calibrate(pairs(0.03)), S.calibrate(pairs(0.0))
+    drifting, quiet = V.calibrate(pairs(0.03)), V.calibrate(pairs(0.0))
     assert 0.03 < drifting.drift_sd < 0.07  # truth sqrt(2) * 3% = 4.2%
     assert drifting.floor > 0.06 and quiet.floor < 0.01
 
@@ -273,7 +274,7 @@ def test_calibrate_drift_estimate_is_not_swamped_by_noisy_cells():
             sigma, n = ((rng.uniform(0.005, 0.02), int(rng.integers(30, 100))) if i % 2 else
                         (rng.uniform(0.08, 0.10), int(rng.integers(6, 10))))
             pairs.append(tuple(lognormal(rng, n, sigma, math.exp(rng.normal(0, 0.01))) for _ in range(2)))
-        fl = S.calibrate(pairs)
+        fl = V.calibrate(pairs)
         assert 0.009 < fl.drift_sd < 0.025 and 0.015 < fl.floor < 0.06, (seed, fl)
 
 
@@ -305,38 +306,41 @@ def world(request):
     secs, sigma = np.exp(rng.uniform(math.log(0.02), math.log(20.0), N_CELLS)), rng.uniform(0.005, 0.10, N_CELLS)
     runs = {k: simulate_run(rng, secs, sigma) for k in ("cal1", "cal2", "a", "b")}
     runs["head"] = simulate_run(rng, secs, sigma, shift=1.10)
-    floor = runs["floor"] = S.calibrate(list(zip(runs["cal1"], runs["cal2"])), source=f"sim seed {request.param}")
-    runs["aa"] = [S.verdict(a, b, floor) for a, b in zip(runs["a"], runs["b"])]
-    runs["shift"] = [(S.verdict(a, h, floor), max(S.relative_precision(a), S.relative_precision(h)))
+    floor = runs["floor"] = V.calibrate(list(zip(runs["cal1"], runs["cal2"])), source=f"sim seed {request.param}")
+    runs["aa"] = [V.verdict(a, b, floor) for a, b in zip(runs["a"], runs["b"])]
+    runs["shift"] = [(V.verdict(a, h, floor), max(S.relative_precision(a), S.relative_precision(h)))
                      for a, h in zip(runs["a"], runs["head"])]
     return runs
 
 
 def test_aa_compare_flags_at_most_one_cell_in_twenty(world):
-    flagged = [v for v in world["aa"] if v.label != S.NOISE]
+    flagged = [v for v in world["aa"] if v.label != V.NOISE]
     assert len(flagged) <= N_CELLS / 20, (world["floor"], flagged)
-    assert all(S.classify(v.lo, v.hi, S.DEFAULT_FLOOR.floor) == S.NOISE for v in world["aa"])  # uncalibrated 5%
+    assert all(V.classify(v.lo, v.hi, V.DEFAULT_FLOOR.floor) == V.NOISE for v in world["aa"])  # uncalibrated 5%
 
 
 def test_aa_without_the_floor_would_flag_too_many(world):
     """The control: the same A/A compare with no floor (the interval alone) flags more than 1 in 20, so the
     A/A test above would catch a floor that is ignored."""
-    assert sum(S.classify(v.lo, v.hi, 0.0) != S.NOISE for v in world["aa"]) > N_CELLS / 20
+    assert sum(V.classify(v.lo, v.hi, 0.0) != V.NOISE for v in world["aa"]) > N_CELLS / 20
 
 
 def test_plus_ten_percent_flagged_in_every_cell_known_to_3_percent(world):
     precise = [v for v, precision in world["shift"] if precision < 0.03]
     assert len(precise) >= N_CELLS // 2  # not vacuous
-    assert [v for v in precise if v.label != S.SLOWER] == []
+    assert [v for v in precise if v.label != V.SLOWER] == []
 
 
 def test_simulated_clean_cells_are_not_disturbed(world):
     assert [S.disturbed(a) for a in world["a"] if S.disturbed(a)] == []
 
 
-def test_stats_imports_only_numpy_scipy_and_stdlib():
-    tree = ast.parse((ROOT / "bench" / "stats.py").read_text())
+@pytest.mark.parametrize("name", ["stats.py", "verdicts.py"])
+def test_statistics_import_only_numpy_scipy_and_stdlib(name):
+    """The runner and the torch-free analysis side share these two modules."""
+    tree = ast.parse((ROOT / "bench" / name).read_text())
     mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    mods |= {n.module.split(".")[0] or "." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    mods |= {"." for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
     assert mods <= {"__future__", "dataclasses", "functools", "math", "statistics", "warnings", "typing", "numpy",
-                    "scipy"}, mods
+                    "scipy", "stats", "."}, mods

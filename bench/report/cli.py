@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import stats
+from .. import verdicts
 from ..store import check_writable
 from . import fmt
 
@@ -74,9 +74,9 @@ def report(argv: list[str]) -> int:
     return 0
 
 
-def noise_floor(path: str) -> stats.NoiseFloor:
+def noise_floor(path: str) -> verdicts.NoiseFloor:
     try:
-        return stats.NoiseFloor.from_dict(json.loads(Path(path).read_text()))
+        return verdicts.NoiseFloor.from_dict(json.loads(Path(path).read_text()))
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise UsageError(f"noise={path} is not a noise file written by compare calibrate=true ({e})") from None
 
@@ -91,7 +91,7 @@ def compare(argv: list[str]) -> int:
         calibrate, pool = _bool("calibrate", opts["calibrate"]), _bool("pool", opts["pool"])
         if calibrate and opts["noise"]:
             raise UsageError("calibrate=true measures the noise floor; it takes no noise= file")
-        floor = noise_floor(opts["noise"]) if opts["noise"] else stats.DEFAULT_FLOOR
+        floor = noise_floor(opts["noise"]) if opts["noise"] else verdicts.DEFAULT_FLOOR
         out = writable_dir("out", opts["out"])
         paths = compare_report.write(base, head, out, floor, pool, calibrate)
     except (UsageError, cmp.CompareError) as e:

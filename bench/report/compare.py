@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import stats
+from .. import verdicts
 from ..store import load
 from . import select
 from .fmt import nat, text
@@ -97,7 +97,7 @@ class Cell:
     label: str
     base: dict
     head: dict
-    time: stats.Verdict
+    time: verdicts.Verdict
     ttft_ratio: float
     tpot_ratio: float
     memory: list          # ['KV bigger (+x%)', ...]; empty: same memory
@@ -127,10 +127,10 @@ def _why(r: dict) -> list[str]:
     return [w for w in text(r.get("disturbed_why")).split("; ") if w] if r.get("disturbed") is True else []
 
 
-def judge(b: dict, h: dict, floor: stats.NoiseFloor) -> tuple[stats.Verdict, str]:
+def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
     bs, bfrom = select.samples(b, "e2e_ms")
     hs, hfrom = select.samples(h, "e2e_ms")
-    v = stats.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h))
+    v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h))
     return v, bfrom if bfrom == hfrom else f"base {bfrom}, head {hfrom}"
 
 
@@ -142,7 +142,7 @@ class Result:
     not_ok: pd.DataFrame  # side, row
     base: pd.DataFrame
     head: pd.DataFrame
-    floor: stats.NoiseFloor
+    floor: verdicts.NoiseFloor
 
 
 def _setup_text(r: dict) -> str:
@@ -150,7 +150,7 @@ def _setup_text(r: dict) -> str:
             f"b{r['batch']} p{r['prompt_len']} n{r['new_tokens']}")
 
 
-def compare(base: pd.DataFrame, head: pd.DataFrame, floor: stats.NoiseFloor, pool: bool = False) -> Result:
+def compare(base: pd.DataFrame, head: pd.DataFrame, floor: verdicts.NoiseFloor, pool: bool = False) -> Result:
     """Match the prepared sides and judge every cell with an ok row on both."""
     rows = {}
     for name, df in (("base", base), ("head", head)):
@@ -181,7 +181,7 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, floor: stats.NoiseFloor, poo
 def aa_pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[list, list]]:
     """(samples of run a, samples of run b) of every cell the same code measured twice, disturbed ones left out."""
     pairs = []
-    for c in compare(a, b, stats.DEFAULT_FLOOR).cells:
+    for c in compare(a, b, verdicts.DEFAULT_FLOOR).cells:
         if c.base.get("disturbed") is True or c.head.get("disturbed") is True:
             continue
         x, y = select.samples(c.base, "e2e_ms")[0], select.samples(c.head, "e2e_ms")[0]
@@ -190,8 +190,8 @@ def aa_pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[list, list]]:
     return pairs
 
 
-def calibrate(pairs: list, source: str) -> stats.NoiseFloor:
-    """The noise floor of A/A pairs: the same code measured in separate runs (bench.stats.calibrate)."""
+def calibrate(pairs: list, source: str) -> verdicts.NoiseFloor:
+    """The noise floor of A/A pairs: the same code measured in separate runs (bench.verdicts.calibrate)."""
     if not pairs:
         raise CompareError("calibrating needs cells with raw samples on both sides of an A/A pair (schema-2 rows)")
-    return stats.calibrate(pairs, source=source)
+    return verdicts.calibrate(pairs, source=source)

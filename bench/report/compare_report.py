@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from .. import stats
+from .. import verdicts
 from . import compare as cmp
 from . import fig_compare
 from .fmt import RC, md, text
@@ -17,10 +17,10 @@ from .tables import markdown
 
 ENV = ("gpu", "cpu", "driver", "cuda", "cuda_alloc_conf", "torch", "transformers", "quanto", "flash_attn", "python",
        "git_sha")
-CHANGED = (stats.SLOWER, stats.FASTER)
+CHANGED = (verdicts.SLOWER, verdicts.FASTER)
 
 
-def _ci(v: stats.Verdict) -> str:
+def _ci(v: verdicts.Verdict) -> str:
     if v.ratio is None:
         return "–"
     iv = f" [{v.lo:.3f}–{v.hi:.3f}]" if v.lo is not None else ""
@@ -31,7 +31,7 @@ def _r(x: float) -> str:
     return "–" if math.isnan(x) else f"{x:.3f}"
 
 
-def floor_text(floor: stats.NoiseFloor) -> str:
+def floor_text(floor: verdicts.NoiseFloor) -> str:
     if floor.calibrated:
         return (f"±{floor.floor:.1%}, calibrated from {floor.source} ({floor.n_cells} cells, "
                 f"quantile {floor.quantile:g})")
@@ -63,7 +63,7 @@ def _conditions(res: cmp.Result, base_spec: str, head_spec: str) -> list[str]:
     return out
 
 
-def write(base: str, head: str, out: Path, floor: stats.NoiseFloor, pool: bool = False,
+def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: bool = False,
           calibrated_here: bool = False) -> list[Path]:
     b, h = cmp.side(base, "base"), cmp.side(head, "head")
     if calibrated_here:

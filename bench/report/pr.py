@@ -163,7 +163,7 @@ def truncate(text: str, limit: int = MAX_CHARS, where: str = "the artifact") -> 
 
 def aa_control(out: Path, done: list[Round]):
     """(floor, lines): the floor from both sides' A/A pairs pooled, and how many cells each pair flags against it."""
-    from .. import stats
+    from .. import verdicts
     from . import compare as cmp
 
     pairs, per = [], []
@@ -179,14 +179,14 @@ def aa_control(out: Path, done: list[Round]):
     try:
         floor = cmp.calibrate(pairs, "A/A pairs of bench pr: " + ", ".join(p[0] for p in per))
     except cmp.CompareError as e:
-        floor = stats.DEFAULT_FLOOR
+        floor = verdicts.DEFAULT_FLOOR
         return floor, [f"**A/A control**: not available ({e}); verdicts use the default floor ±{floor.floor:.1%}, "
                        "uncalibrated."]
     (out / "noise.json").write_text(json.dumps(floor.to_dict(), indent=1, sort_keys=True) + "\n")
     counts = []
     for name, da, db in per:
         cells = cmp.compare(da, db, floor).cells
-        counts.append((name, sum(c.time.label in (stats.SLOWER, stats.FASTER) for c in cells), len(cells)))
+        counts.append((name, sum(c.time.label in (verdicts.SLOWER, verdicts.FASTER) for c in cells), len(cells)))
     n, m = sum(c[1] for c in counts), sum(c[2] for c in counts)
     kind = "calibrated" if floor.calibrated else "not calibrated (no usable pair): the default"
     return floor, [f"**A/A control**: the same code measured twice flagged **{n} of {m} cells** against its own floor "

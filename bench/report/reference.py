@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import stats
+from .. import verdicts
 from ..store import load
 from . import compare, fig_pairs, select, tables
 from .fig_setup import flag
 from .fmt import md, nat, num, sig, slug, text
-from .reference_questions import (Question, best, broken, code, count, largest, latency, ms, short, status,
-                                  throughput, tiny, why)
+from .reference_facts import best, code, ms, short, status, tiny
+from .reference_questions import Question, fast_paths, largest, latency, throughput
 
 USAGE = "python -m bench.report.reference [store=results] gpu=NAME [out=results/<gpu-slug>-report.md] [plots=plots]"
 VERSIONS = (("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("torch", "torch"), ("transformers",
@@ -87,56 +87,6 @@ def conditions(d: pd.DataFrame, picked: select.Picked, nogpu: int) -> str:
             f"calls.{lost}")
 
 
-CRASH = re.compile(r"SIG[A-Z]{3,}|died|core dumped|Segmentation fault")
-
-
-def signal(r) -> str:
-    m = re.search(r"SIG[A-Z]{3,}", text(r.get("error")))
-    return m[0] if m else "crashed"
-
-
-def fast_paths(groups: list) -> Question:
-    """Rows compiled only in part (graph breaks, recompile limit hit) against the same cache compiled whole, and
-    rows whose process died against the same cache and attention that ran (e.g. with compile off)."""
-    q = Question("Fast paths that break")
-    part, crash = [], []
-    for s, rows in groups:
-        for _, r in rows.iterrows():
-            same = rows[rows["cache"] == r["cache"]]
-            if r["status"] == "ok" and broken(r):
-                part.append((s, r, best(same[same["compiled"].map(flag) & ~same.apply(broken, axis=1)], "tpot_ms")))
-            elif r["status"] == "error" and CRASH.search(text(r["error"])):
-                crash.append((s, r, best(same[same["attn"] == r["attn"]], "tpot_ms")))
-    if part:
-        x = [num(r["tpot_ms"]) / num(w["tpot_ms"]) for _, r, w in part if w is not None]
-        q.decisions.append({
-            "you need": "a compiled fast path",
-            "use": ", ".join(sorted({code(w["label"]) for *_, w in part if w is not None})) or "–",
-            "measured": (f"compiled whole; compiled in part the same cache runs "
-                         f"{min(x):.1f}{'' if f'{min(x):.1f}' == f'{max(x):.1f}' else f'–{max(x):.1f}'}× slower "
-                         f"({len(part)} setup{'s' * (len(part) != 1)})") if x else f"{len(part)} rows compiled in part",
-            "instead of / avoid": ", ".join(sorted({code(r["label"]) for _, r, _ in part})) + ": compiled in part"})
-        q.evidence += tables.markdown(pd.DataFrame([{
-            "setup": tiny(s), "compiled in part": md(r["label"]), "graph breaks": count(r["graph_breaks"]),
-            "recompile-limit hits": count(r["recompile_limit_hits"]), "ms/token": sig(r["tpot_ms"]),
-            "same cache, compiled whole": f"{md(w['label'])}: {sig(w['tpot_ms'])}" if w is not None else "–"}
-            for s, r, w in part])) + [""]
-    if crash:
-        def died(s, r) -> str:
-            batch = f", batch {s['batch']}" if s["batch"] != "1" else ""
-            return f"{code(r['label'])}, compile={r['compile']}{batch}"
-        q.decisions.append({
-            "you need": "a run that does not crash",
-            "use": ", ".join(sorted({code(o["label"]) for *_, o in crash if o is not None})) or "–",
-            "measured": f"the process died in {len(crash)} cells",
-            "instead of / avoid": "; ".join(f"{died(s, r)} ({signal(r)})" for s, r, _ in crash)})
-        q.evidence += tables.markdown(pd.DataFrame([{
-            "setup": tiny(s), "crashed": md(f"{r['label']}, compile={r['compile']}"), "reason": md(why(r)),
-            "same cache and attention that ran": f"{md(o['label'])}: {sig(o['tpot_ms'])} ms/token" if o is not None
-            else "–"} for s, r, o in crash])) + [""]
-    return q
-
-
 def _pair_rows(shown: pd.DataFrame, p) -> tuple[dict, dict]:
     """The cache row and the no-cache row behind one pair of fig_pairs.pairs."""
     ok = shown[shown["status"] == "ok"]
@@ -149,7 +99,7 @@ def _tally(labels: list) -> list[tuple[str, int]]:
     return sorted(pd.Series(labels, dtype=object).value_counts().items(), key=lambda t: (-t[1], t[0]))
 
 
-def kv_vs_none(shown: pd.DataFrame, plots: str, floor: stats.NoiseFloor) -> tuple[Question, pd.DataFrame]:
+def kv_vs_none(shown: pd.DataFrame, plots: str, floor: verdicts.NoiseFloor) -> tuple[Question, pd.DataFrame]:
     """Pairs of a reference row and a `holds_cache` false row, all else equal (fig_pairs.pairs): e2e times and
     `bench compare`'s verdict on no cache against the cache."""
     q, pp = Question("KV cache vs no cache"), fig_pairs.pairs(shown)
@@ -202,7 +152,7 @@ def default(groups: list, pp: pd.DataFrame) -> Question:
     return q
 
 
-def repeats(d: pd.DataFrame, floor: stats.NoiseFloor) -> Question:
+def repeats(d: pd.DataFrame, floor: verdicts.NoiseFloor) -> Question:
     """Cells with several ok rows on this GPU: each later row against the first, by compare.judge, quoted."""
     q, lines, verdicts, froms = Question(REPEATS), [], [], set()
     ok = d[d["status"] == "ok"]
@@ -243,7 +193,7 @@ def repeats(d: pd.DataFrame, floor: stats.NoiseFloor) -> Question:
 
 
 def build(df: pd.DataFrame, gpu: str, plots: str, history: str = "", nogpu: int = 0,
-          floor: stats.NoiseFloor = stats.DEFAULT_FLOOR) -> str:
+          floor: verdicts.NoiseFloor = verdicts.DEFAULT_FLOOR) -> str:
     """The report for one GPU's prepared rows (rows_of); `plots` and `history` are links relative to the report."""
     picked = select.pick(df)
     groups = select.setups(picked.shown)
