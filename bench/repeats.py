@@ -7,6 +7,7 @@ once more from scratch; if it still disagrees, the row says so and why.
 """
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,13 +39,25 @@ def stopper(cfg) -> stats.Stopper:
     return stats.Stopper.fixed(cfg.repeats)
 
 
+def untraced(call: Callable):
+    """One timed call with Python's cyclic garbage collector off, as timeit does: a full collection of a heap
+    holding torch, transformers and inductor takes tens of ms and would land in whichever call it hit."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return call()
+    finally:
+        if was_on:
+            gc.enable()
+
+
 def _once(call: Callable, cfg, device: str) -> Series:
     s = Series(launch_us=launch_us(device))
     stop = stopper(cfg)
     while True:
         s.last_out = None  # the previous call's cache is freed before the next allocates
         t0 = time.perf_counter()
-        timing, s.last_out = call()
+        timing, s.last_out = untraced(call)
         s.timings.append(timing)
         d = stop.update({"e2e_ms": timing.e2e_ms, "tpot_ms": timing.tpot_ms}, time.perf_counter() - t0)
         if d.stop:

@@ -7,7 +7,9 @@
 #                                                 # results/ and logs/ so far into $OUT/kvgpu.tgz
 #   bash scripts/gpu_session.sh stages [STAGE...] # the same in the foreground (any CUDA machine)
 #
-# Stages run in priority order: whatever the device time allows, the most important rows exist. Every cell
+# Session 1 ran `start` (all stages, in this order); session 2 named its stages, most needed first:
+#   start static-a static-b batch batch-offloaded aa-1 aa-2 ref-7b-rest ref-7b-none ref-7b-b32 ref-8b ref-8b-none headline
+# Stages run in this file's order: whatever the device time allows, the most important rows exist. Every cell
 # uses random weights of the named shapes (the GPU machine reaches no model hub).
 set -uo pipefail
 W=${KVGPU_DIR:-/tmp/kvgpu}
@@ -32,7 +34,7 @@ L7="model=llama-2-7b prompt_len=1024"
 stages() {
   mkdir -p "$W/logs" "$STORE"
   python3 -m bench env >"$W/logs/env.log" 2>&1
-  # smoke: every path this session relies on, small and fast, so a broken one shows in the first minute
+  # smoke: every path a session relies on, small and fast, so a broken one shows in the first minute
   run smoke -m model=gpt2 dtype=float16 prompt_len=128 new_tokens=16 repeats=2 \
     cache=dynamic,static,paged,quantized_fp8 attn=sdpa,flash_attention_2
   # issue 14: the compiled static cache on Llama-2-7B shapes, 1024 + 128, defaults, in two separate processes
@@ -43,16 +45,20 @@ stages() {
   run batch -m $L7 new_tokens=16 batch=32,96,160 cache=dynamic,quantized,quantized_int2,quantized_fp8,static,paged \
     fit_check=false repeats=2 cell_timeout_s=300
   run batch-offloaded -m $L7 new_tokens=16 batch=32,96 cache=offloaded fit_check=false repeats=2 cell_timeout_s=300
-  # the reference report's decision cells (results/h100-report.md), re-measured on this GPU
-  run ref-7b -m $L7 new_tokens=64 cache=paged,static,dynamic,none attn=sdpa,flash_attention_2 cell_budget_s=15
-  stage ref-7b-b32 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 -m bench run -m $L7 new_tokens=16 \
-    batch=32 cache=dynamic,paged attn=flash_attention_2 repeats=3 store="$STORE"
-  run ref-8b-4096 -m model=llama-3-8b prompt_len=4096 new_tokens=64 cache=paged,static,dynamic,none \
-    attn=sdpa,flash_attention_2 cell_budget_s=15
   # an A/A pair on the GPU: the same small sweep twice, for the noise floor
   for p in 1 2; do
-    run "aa-$p" -m model=gpt2 prompt_len=128 new_tokens=64 cache=none,dynamic,static,quantized,paged cell_budget_s=8
+    run "aa-$p" -m model=gpt2 prompt_len=128 new_tokens=64 batch=1,8 cache=none,dynamic,static,quantized,paged \
+      cell_budget_s=5
   done
+  # the reference report's decision cells (results/h100-report.md), re-measured on this GPU
+  run ref-7b -m $L7 new_tokens=64 cache=paged,static,dynamic,none attn=sdpa,flash_attention_2 cell_budget_s=15
+  run ref-7b-rest -m $L7 new_tokens=64 cache=dynamic,static,none attn=flash_attention_2 cell_budget_s=10
+  run ref-7b-none $L7 new_tokens=64 cache=none attn=sdpa cell_budget_s=10
+  stage ref-7b-b32 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 -m bench run -m $L7 new_tokens=16 \
+    batch=32 cache=dynamic,paged attn=flash_attention_2 repeats=3 store="$STORE"
+  run ref-8b -m model=llama-3-8b prompt_len=4096 new_tokens=64 cache=paged,static,dynamic \
+    attn=sdpa,flash_attention_2 cell_budget_s=10
+  run ref-8b-none model=llama-3-8b prompt_len=4096 new_tokens=64 cache=none attn=sdpa repeats=2
   # the classic headline: gpt2, 8 + 1000 tokens, cache against none, batch 1 and 8
   run headline sweep=headline attn=sdpa repeats=2
   touch "$W/done"

@@ -67,3 +67,17 @@ def test_a_moved_launch_probe_alone_disturbs_only_calls_that_did_not_agree(make_
     cfg = make_cfg("model=tiny-gpt2", f"repeats={how}", "precision=0.01")
     s = repeats.measure(calls([10.0, 10.01, 9.99]), cfg, "cpu", lambda: None)
     assert bool(s.disturbed) is flagged
+
+
+def test_timed_calls_run_without_the_garbage_collector_and_restore_it(make_cfg):
+    seen = []
+
+    def call():
+        import gc
+        seen.append(gc.isenabled())
+        return Timing(e2e_ms=10.0, ttft_ms=1.0, step_ms=[1.0] * 9, produced=10), None
+
+    import gc
+    assert gc.isenabled()
+    repeats.measure(call, make_cfg("model=tiny-gpt2", "repeats=3"), "cpu", lambda: None)
+    assert seen == [False, False, False] and gc.isenabled()
