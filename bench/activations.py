@@ -83,6 +83,28 @@ class _Tracker(MetaSafe):
         return {self.add(t, "kv cache") for layer in cache_layers(cache) for t in layer_tensors(layer)} - {None}
 
 
+def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int, steps: int,
+                    attn: str = "sdpa", implementation: str | None = None, max_cache_len: int = 0) -> ActivationPeak:
+    """A whole call as the allocator sees it: the prefill and then `steps` decode steps in one stream, with
+    the cache generate() builds for `implementation` (None: dynamic). Simulated apart, each phase starts from an
+    empty pool; together, the first decode step's larger KV blocks cannot reuse the prefill's freed ones, and
+    activations split the segments the prompt's KV left: the reserved figure that decides an OOM at large batch."""
+    model = meta_model(config, as_dtype(dtype), attn)
+    ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    with meta_context(MetaKernels()):
+        with _Tracker(ignore) as tracker:
+            run = GenerateLoop(model, batch, implementation, max_cache_len)
+            out = run.step(prompt_len)
+            kv = tracker.adopt(run.cache)
+            for _ in range(steps):
+                out = run.step(1)
+                kv |= tracker.adopt(run.cache)
+    return ActivationPeak(
+        peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
+        largest_bytes=0, largest_op="", baseline_bytes=0,
+        logits_bytes=_rounded(out.logits.untyped_storage().nbytes()), reserved_bytes=reserved_peak(tracker.events))
+
+
 def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPeak:
     ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
     with meta_context(MetaKernels()):

@@ -51,10 +51,12 @@ def check(r: dict) -> dict | None:
     need = p.needed(expandable)
     fits, ran = need <= cap, r["status"] == "ok"
     measured = float(r["peak_mem_mib"]) * 2**20 if ran and r.get("peak_mem_mib") is not None else float("nan")
+    reserved = float(r["peak_reserved_mib"]) * 2**20 if ran and r.get("peak_reserved_mib") is not None else float("nan")
     return {"model": r["model"], "gpu": r["gpu"], "batch": int(r["batch"]), "tokens": f"{r['prompt_len']} + {r['new_tokens']}",
             "strategy / attention": r["label"], "allocator": "expandable" if expandable else "default",
             "measured peak GiB": measured / GIB, "predicted peak GiB": p.allocated / GIB,
-            "error": p.allocated / measured - 1 if ran else float("nan"), "needs GiB": need / GIB,
+            "error": p.allocated / measured - 1 if ran else float("nan"),
+            "reserved GiB measured / predicted": (reserved / GIB, (need - planner.CONTEXT_BYTES) / GIB), "needs GiB": need / GIB,
             "predicted": "fits" if fits else "OOM", "ran": "ok" if ran else "OOM", "agree": fits == ran}
 
 
@@ -79,6 +81,8 @@ def main(argv: list[str]) -> int:
     fmt = {"measured peak GiB": "{:.2f}", "predicted peak GiB": "{:.2f}", "needs GiB": "{:.1f}", "error": "{:+.1%}"}
     for col, f in fmt.items():
         df[col] = [("–" if pd.isna(v) else f.format(v)) for v in df[col]]
+    df["reserved GiB measured / predicted"] = [f"{'–' if pd.isna(m) else f'{m:.1f}'} / {p:.1f}"
+                                               for m, p in df["reserved GiB measured / predicted"]]
     df["agree"] = ["yes" if a else "**no**" for a in df["agree"]]
     print(df.to_markdown(index=False, disable_numparse=True))
     return 0

@@ -8,7 +8,7 @@ import torch
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, FalconConfig, Gemma2Config, JambaConfig,
                           LlamaConfig, MistralConfig, Qwen3NextConfig)
 
-from bench.activations import decode_peak_bytes, prefill_peak_bytes
+from bench.activations import call_peak_bytes, decode_peak_bytes, prefill_peak_bytes
 from bench.allocator import reserved_peak
 from bench.cachebytes import cache_payload
 from bench.geometry import kv_geometry, quantized_window
@@ -202,3 +202,30 @@ def test_llama2_7b_batch_96_on_h100():
     assert p.kv_bytes == 96 * 1024 * 512 * 1024  # 48 GiB of KV made by the end of the prefill
     assert p.largest_bytes == 96 * 1024 * 11008 * 2 and p.largest_op == "silu"  # 2.02 GiB MLP intermediate
     assert weights + p.peak_bytes < h100 < weights + p.reserved_bytes  # live tensors fit; allocator segments not
+
+
+def test_a_whole_call_strands_more_than_its_phases_apart():
+    """Llama-2-7B shapes, batch 96, 1024 + 2: the first decode step's KV (one token longer per layer) cannot
+    reuse the prompt's freed KV blocks, and what follows splits the prefill's freed activation segments.
+    Simulated in one pool, the call holds the same live bytes as its phases apart but in far more segments."""
+    cfg = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008)
+    pre = prefill_peak_bytes(cfg, "bf16", 96, 1024, "sdpa")
+    dec = decode_peak_bytes(cfg, "bf16", 96, 1025, "sdpa")
+    call = call_peak_bytes(cfg, "bf16", 96, 1024, 1, "sdpa")
+    assert (call.peak_bytes, call.kv_bytes) == (pre.peak_bytes, pre.kv_bytes)  # the prefill's peak, in both
+    assert call.reserved_bytes > 1.1 * max(pre.reserved_bytes, dec.reserved_bytes)
+
+
+@pytest.mark.parametrize("batch, fits", [(96, True), (160, False)])
+def test_llama2_7b_large_batches_on_the_h200(batch, fits):
+    """H200 session 2 (default allocator, 1024 + 16): the dynamic and static caches ran at batch 96 and ran out
+    at 160; their live peaks alone (108 GiB at 160) fit the 139.8 GiB card, the simulated segments do not."""
+    from bench.planner import peak
+    from bench.strategies.dynamic import Dynamic
+    from bench.strategies.static import Static
+
+    cfg = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008)
+    h200 = 143_156 * MiB
+    for strategy in (Dynamic(), Static()):
+        p = peak(cfg, "bf16", strategy, batch, 1024, 16)
+        assert p.allocated < h200 and (p.needed() <= h200) == fits

@@ -9,6 +9,13 @@ from bench import repeats
 from bench.measure import Timing
 
 
+@pytest.fixture(autouse=True)
+def steady_host(monkeypatch):
+    """The host-speed probe reads a fixed value: a parallel test loading this host must not disturb these series
+    (the one test about the probe sets its own)."""
+    monkeypatch.setattr(repeats, "launch_us", lambda device: 2.0)
+
+
 def calls(e2e_values, steps=(1.0,) * 9):
     """A stand-in for a timed generate() call: each call takes the next e2e from the list (ms)."""
     it = itertools.cycle(e2e_values)

@@ -71,7 +71,10 @@ def test_conditions_that_vary_are_per_row_and_superseded_rows_stay_out(built):
 def test_glossary_once_and_figures_folded(built):
     out, md = built
     assert md.count("## Glossary") == 1 and md.count("decode ms/token** (`tpot_ms`)") == 1
-    assert md.count("<details>") == md.count("</details>") == 2
+    assert md.count("<details>") == md.count("</details>") == 3  # the setup's evidence, its figures, rows not ok
+    not_ok = md.split("## Rows not ok", 1)[1].split("## Glossary")[0]
+    assert re.search(r"^\d+ cells? whose newest row is not ok: .+\.$", not_ok.strip().splitlines()[0])
+    assert "<details><summary>Each cell and why</summary>" in not_ok
     for img in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / img).exists(), img
 

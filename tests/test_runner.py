@@ -632,9 +632,9 @@ def test_every_timed_paged_call_prefills_its_whole_prompt(make_cfg):
     finally:
         hook.remove()
     assert r.status == "ok", r.error
-    calls = 1 + 2  # warmup + repeats
-    assert sum(fed) == calls * (prompt + new - 1)  # no call reused another's prompt
-    assert fed.count(prompt) == calls  # each call opened with a full-length prefill
+    calls = fed.count(prompt)  # warmup + repeats (+ a second series if a busy host disturbed the first)
+    assert calls in (1 + 2, 1 + 2 + 2)
+    assert sum(fed) == calls * (prompt + new - 1)  # each call opened with a full-length prefill: none reused a prompt
 
 
 def test_fp8_cache_bytes_by_hand_and_against_transformers_benchmark(rows, make_cfg):

@@ -96,11 +96,22 @@ def write(store="results", out="plots") -> list[Path]:
             lines, paths = _across(picked.shown, out)
             md_lines += lines
             written += paths
-        md_lines += ["## Rows not ok", ""] + tables.not_ok(picked.not_ok) + [""]
+        md_lines += ["## Rows not ok", ""] + _folded(picked.not_ok)
     md_lines += ["## Glossary", ""] + GLOSSARY + [""]
     path = out / "report.md"
     path.write_text("\n".join(md_lines).rstrip("\n") + "\n")
     return sorted(written + [path])
+
+
+def _folded(not_ok: pd.DataFrame) -> list[str]:
+    """How many cells did not run ok, by status, in the open; the table with each reason folded below it."""
+    if not_ok.empty:
+        return ["None.", ""]
+    counts = not_ok["status"].astype(str).value_counts()
+    said = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    n = len(not_ok)
+    return ([f"{n} cell{'' if n == 1 else 's'} whose newest row is not ok: {said}.", "",
+             "<details><summary>Each cell and why</summary>", ""] + tables.not_ok(not_ok) + ["", "</details>", ""])
 
 
 def _across(shown: pd.DataFrame, out: Path) -> tuple[list[str], list[Path]]:

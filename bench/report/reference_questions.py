@@ -207,7 +207,7 @@ def fast_paths(groups: list) -> Question:
         q.decisions.append({
             "you need": "a run that does not crash",
             "use": ", ".join(sorted({code(o["label"]) for *_, o in crash if o is not None})) or "–",
-            "measured": f"the process died in {len(crash)} cells",
+            "measured": f"the process died in {len(crash)} cell{'' if len(crash) == 1 else 's'}",
             "instead of / avoid": "; ".join(f"{died(s, r)} ({signal(r)})" for s, r, _ in crash)})
         q.evidence += tables.markdown(pd.DataFrame([{
             "setup": tiny(s), "crashed": md(f"{r['label']}, compile={r['compile']}"), "reason": md(why(r)),

@@ -96,6 +96,13 @@ class Strategy:
         """The part of the cache held in device memory (what a fit check counts)."""
         return self.predicted_bytes(geometry, prompt_len, new_tokens, batch)
 
+    def meta_cache(self, prompt_len: int, new_tokens: int) -> Optional[tuple[Optional[str], int]]:
+        """(cache_implementation, max_cache_len) of the cache generate() builds here, where bench.metarun can
+        build it on the meta device, so a whole call's allocations are simulated with the strategy's own cache;
+        None where it cannot (host copies, quantizer kernels, a paged pool): the planner then uses the dynamic
+        cache's allocation pattern with this strategy's bytes."""
+        return None
+
     # ---- quality ----
     def quality_cache(self, model, max_len: int):
         """A fresh cache object to score perplexity through (None: no cache, every step recomputes)."""

@@ -12,6 +12,9 @@ class Dynamic(Strategy):
     reference = True  # the full-precision default every other strategy is measured against
     description = "DynamicCache: grows by one token per step (transformers' default)"
 
+    def meta_cache(self, prompt_len: int, new_tokens: int):
+        return None, 0  # generate()'s default cache
+
     def quality_cache(self, model, max_len: int):
         from transformers import DynamicCache
 

@@ -25,6 +25,9 @@ class Static(Strategy):
         # generate() sizes it to max_length - 1: the last token is never fed back
         return float(geometry.static_bytes(prompt_len + new_tokens - 1, batch))
 
+    def meta_cache(self, prompt_len: int, new_tokens: int):
+        return "static", prompt_len + new_tokens
+
     def quality_cache(self, model, max_len: int):
         from transformers import StaticCache
 

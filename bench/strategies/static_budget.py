@@ -40,6 +40,9 @@ class StaticBudget(Strategy):
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         return float(geometry.static_bytes(self.max_cache_len, batch))
 
+    def meta_cache(self, prompt_len: int, new_tokens: int):
+        return "static", self.max_cache_len
+
     def quality_cache(self, model, max_len: int):
         from transformers import StaticCache
 

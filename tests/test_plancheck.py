@@ -1,0 +1,33 @@
+"""bench plan check: the planner against stored GPU rows (what it predicts, what the row says, whether they agree)."""
+from __future__ import annotations
+
+from bench import plancheck
+from rows import row, store
+
+H200 = "NVIDIA H200"
+
+
+def _rows(tmp_path):
+    kw = dict(model="llama-2-7b", dtype="bfloat16", device="cuda", gpu=H200, prompt_len=1024, new_tokens=16)
+    return store(tmp_path / "results", [
+        row("dynamic", batch=96, peak=71383.5, peak_reserved_mib=110380.0, **kw),
+        row("dynamic", batch=160, status="oom", peak=None, **kw),
+        row("quantized", batch=160, peak=51481.5, peak_reserved_mib=61234.0, **kw),
+    ])
+
+
+def test_plan_check_against_h200_rows(tmp_path, capsys):
+    assert plancheck.main([f"store={_rows(tmp_path)}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 GPU cells: predicted peak within 10% of the measured peak in 2 of 2 that ran; "
+                          "fit predicted correctly in 3 of 3.")
+    lines = {tuple(c.strip() for c in ln.split("|")[3:6]): ln for ln in out.splitlines() if "llama-2-7b" in ln}
+    b96 = lines[("96", "1024 + 16", "dynamic / sdpa")]
+    assert "| 69.71 " in b96 and "| 69.68 " in b96 and "| 107.8 / " in b96 and "| fits " in b96
+    b160 = lines[("160", "1024 + 16", "dynamic / sdpa")]
+    assert "| OOM " in b160 and "| – / " in b160 and "**no**" not in b160
+
+
+def test_plan_check_refuses_a_bad_option(capsys):
+    assert plancheck.main(["stor=results"]) == 2
+    assert "'stor=results' is not an option of plan check" in capsys.readouterr().err
