@@ -13,6 +13,7 @@ from pathlib import Path
 from . import compose, geometry, kvmath, planner
 from .checks import ConfigError, unknown_key
 from .models import arch_config, max_positions, planned_dtype
+from .progress import console
 
 PLAN_KEYS = ("gpu", "alloc")
 USAGE = ("usage: python -m bench plan model=NAME|HUB_ID|DIR gpu=NAME|GiB [cache=dynamic|quantized|...] [nbits=2|4] "
@@ -120,7 +121,10 @@ def main(argv: list[str]) -> int:
         c.model, c.prompt_len = cfg.model, cfg.prompt_len
     for c in variants:
         try:
-            print(_line(c.cache.label(), config, dtype, c, gpu_bytes, expandable))
+            # tens of seconds per cache on a 7B (meta runs at each step of two searches): a spinner on stderr
+            with console.status(f"planning {c.cache.label()}: the peak, the largest batch, the longest prompt"):
+                line = _line(c.cache.label(), config, dtype, c, gpu_bytes, expandable)
+            print(line)
         except ValueError as e:  # e.g. QuantizedCache refuses a sliding-window model
             print(f"| {c.cache.label()} | – | – | – | cannot run: {str(e).splitlines()[0]} | – | – |")
     print("\nThe peak is the prefill's or the last step's, whichever is larger; 'needs' adds the allocator's "
