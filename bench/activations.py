@@ -84,16 +84,17 @@ class _Tracker(MetaSafe):
 
 
 def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int, steps: int,
-                    attn: str = "sdpa", implementation: str | None = None, max_cache_len: int = 0) -> ActivationPeak:
+                    attn: str = "sdpa", implementation: str | None = None, max_cache_len: int = 0,
+                    cache_config: dict | None = None) -> ActivationPeak:
     """A whole call as the allocator sees it: the prefill and then `steps` decode steps in one stream, with
-    the cache generate() builds for `implementation` (None: dynamic). Simulated apart, each phase starts from an
+    the cache generate() builds for `implementation` (None: dynamic) and `cache_config`. Simulated apart, each phase starts from an
     empty pool; together, the first decode step's larger KV blocks cannot reuse the prefill's freed ones, and
     activations split the segments the prompt's KV left: the reserved figure that decides an OOM at large batch."""
     model = meta_model(config, as_dtype(dtype), attn)
     ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
     with meta_context(MetaKernels()):
         with _Tracker(ignore) as tracker:
-            run = GenerateLoop(model, batch, implementation, max_cache_len)
+            run = GenerateLoop(model, batch, implementation, max_cache_len, cache_config)
             out = run.step(prompt_len)
             kv = tracker.adopt(run.cache)
             for _ in range(steps):

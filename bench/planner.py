@@ -7,8 +7,9 @@ reserved = what PyTorch's caching allocator would hold for the same allocations 
 included, the figure that decides an out-of-memory). A cell fits when weights + reserved + CONTEXT_BYTES (CUDA
 context, library workspaces) is within the card. Activations are measured for the dynamic cache; other
 strategies swap in their own cache bytes (their transients are taken as the dynamic cache's). Where the meta
-device can build a strategy's own cache (Strategy.meta_cache), the prefill and its first decode steps are also
-simulated in one pool with it: apart, each phase starts from an empty pool and misses what the two strand.
+device can build a strategy's own cache (Strategy.meta_cache), the prefill and its first decode step are also
+simulated in one pool with it, its own transients included: apart, each phase starts from an empty pool and
+misses what the two strand.
 """
 from __future__ import annotations
 
@@ -90,13 +91,17 @@ def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens:
     kv_prompt = pre.kv_bytes if kv_prompt is None else kv_prompt
     prefill = pre.peak_bytes - pre.kv_bytes + kv_prompt
     decode = dec.peak_bytes - dec.kv_bytes + kv_end
-    # the allocator's overhead over the live sum: each phase alone, and (where the meta device can build the
-    # strategy's own cache) the prefill and the first decode steps in one pool, where large batches strand most
-    frag = max(pre.reserved_bytes - pre.peak_bytes, dec.reserved_bytes - dec.peak_bytes, 0)
+    # the allocator's overhead over the live sum. Where the meta device can build the strategy's own cache: its
+    # prefill and first decode steps in one pool (where large batches strand most), with its own transients (a
+    # quantizer's float32 copies); elsewhere each phase alone, with the dynamic cache's pattern.
     own = strategy.meta_cache(prompt_len, new_tokens) if strategy.holds_cache else None
     if own is not None:
         call = activations.call_peak_bytes(config, dtype, batch, prompt_len, min(new_tokens - 1, CALL_STEPS), attn, *own)
-        frag = max(frag, call.reserved_bytes - call.peak_bytes)
+        first = call.reserved_bytes - call.peak_bytes
+        prefill = max(prefill, call.peak_bytes)
+    else:
+        first = pre.reserved_bytes - pre.peak_bytes
+    frag = max(first, dec.reserved_bytes - dec.peak_bytes, 0)
     return Peak(kvmath.weight_bytes(config, dtype), kv_end, prefill + WORKSPACE_BYTES, decode + WORKSPACE_BYTES,
                 max(prefill, decode) + frag + WORKSPACE_BYTES)
 

@@ -96,11 +96,11 @@ class Strategy:
         """The part of the cache held in device memory (what a fit check counts)."""
         return self.predicted_bytes(geometry, prompt_len, new_tokens, batch)
 
-    def meta_cache(self, prompt_len: int, new_tokens: int) -> Optional[tuple[Optional[str], int]]:
-        """(cache_implementation, max_cache_len) of the cache generate() builds here, where bench.metarun can
-        build it on the meta device, so a whole call's allocations are simulated with the strategy's own cache;
-        None where it cannot (host copies, quantizer kernels, a paged pool): the planner then uses the dynamic
-        cache's allocation pattern with this strategy's bytes."""
+    def meta_cache(self, prompt_len: int, new_tokens: int) -> Optional[tuple[Optional[str], int, Optional[dict]]]:
+        """(cache_implementation, max_cache_len, cache_config) of the cache generate() builds here, where bench.metarun can
+        build it on the meta device, so a whole call's allocations (a quantizer's transients included) are simulated
+        with the strategy's own cache; None where it cannot (host copies, a paged pool): the planner then uses the
+        dynamic cache's allocation pattern with this strategy's bytes."""
         return None
 
     # ---- quality ----

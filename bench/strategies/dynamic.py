@@ -13,7 +13,7 @@ class Dynamic(Strategy):
     description = "DynamicCache: grows by one token per step (transformers' default)"
 
     def meta_cache(self, prompt_len: int, new_tokens: int):
-        return None, 0  # generate()'s default cache
+        return None, 0, None  # generate()'s default cache
 
     def quality_cache(self, model, max_len: int):
         from transformers import DynamicCache

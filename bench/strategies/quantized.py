@@ -75,6 +75,9 @@ class Quantized(Strategy):
     def generate_kwargs(self, model) -> dict:
         return {"cache_implementation": "quantized", "cache_config": self.cache_config()}
 
+    def meta_cache(self, prompt_len: int, new_tokens: int):
+        return "quantized", 0, self.cache_config()
+
     def unavailable_reason(self, model, device: str):
         import importlib.util
 

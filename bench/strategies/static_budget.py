@@ -41,7 +41,7 @@ class StaticBudget(Strategy):
         return float(geometry.static_bytes(self.max_cache_len, batch))
 
     def meta_cache(self, prompt_len: int, new_tokens: int):
-        return "static", self.max_cache_len
+        return "static", self.max_cache_len, None
 
     def quality_cache(self, model, max_len: int):
         from transformers import StaticCache
