@@ -77,6 +77,21 @@ def test_disturbed_sides_are_never_a_clean_verdict(sides):
     assert c.time.label == verdicts.DISTURBED and "spread" in c.time.note
 
 
+@pytest.mark.parametrize("head_probe, gpu, label", [
+    (3.1, "G", verdicts.DISTURBED),   # the same machine type, its host 1.55x slower in head: not the code
+    (2.9, "G", verdicts.SLOWER),      # 1.45x: within what a cell may drift by itself, judged
+    (3.1, "H", verdicts.SLOWER),      # another GPU: its host is part of what is compared
+])
+def test_a_host_that_ran_at_another_speed_is_no_verdict(sides, head_probe, gpu, label):
+    kw = dict(device="cuda", cpu="Xeon")
+    b, h = sides([row("dynamic", gpu="G", launch_us=2.0, launch_end_us=2.0, **kw)],
+                 [row("dynamic", e2e=130.0, gpu=gpu, launch_us=head_probe, launch_end_us=head_probe, **kw)])
+    (c,) = cmp.compare(b, h, verdicts.DEFAULT_FLOOR).cells
+    assert c.time.label == label
+    assert ("host speed differed" in c.time.note) == (label == verdicts.DISTURBED)
+    assert (cmp.aa_pairs(b, h) == []) == (label == verdicts.DISTURBED)  # nor does it calibrate a floor
+
+
 def test_cells_match_across_gpus_and_unmatched_are_listed(sides):
     b, h = sides([row("dynamic", gpu="GPU A", device="cuda"), row("static", gpu="GPU A", device="cuda")],
                  [row("dynamic", gpu="GPU B", device="cuda"), row("none", gpu="GPU B", device="cuda"),

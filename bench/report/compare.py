@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import verdicts
+from .. import stats, verdicts
 from ..store import load
 from . import select
 from .fmt import nat, text
@@ -127,10 +127,29 @@ def _why(r: dict) -> list[str]:
     return [w for w in text(r.get("disturbed_why")).split("; ") if w] if r.get("disturbed") is True else []
 
 
+def _host_us(r: dict) -> float:
+    """The host's launch probe over a row's cell: the geometric mean of its start and end readings (nan: none)."""
+    x = [float(v) for v in (r.get("launch_us"), r.get("launch_end_us")) if v is not None and float(v) > 0]
+    return math.sqrt(x[0] * x[-1]) if x else math.nan
+
+
+def host_moved(b: dict, h: dict) -> list[str]:
+    """Base and head on the same kind of machine whose host ran at different speeds (the launch probe apart by
+    more than a cell may drift within itself): a timing change there is the host's, not the code's. Across
+    GPU or CPU models the host is part of what is compared, and this says nothing."""
+    if text(b.get("gpu")) != text(h.get("gpu")) or text(b.get("cpu")) != text(h.get("cpu")):
+        return []
+    x, y = _host_us(b), _host_us(h)
+    if not (x > 0 and y > 0) or max(x, y) / min(x, y) <= stats.MAX_LAUNCH_CHANGE:
+        return []
+    return [f"host speed differed from base's: launch probe {x:.3g} us in base, {y:.3g} in head "
+            f"({max(x, y) / min(x, y):.2f}x > {stats.MAX_LAUNCH_CHANGE:g}x)"]
+
+
 def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
     bs, bfrom = select.samples(b, "e2e_ms")
     hs, hfrom = select.samples(h, "e2e_ms")
-    v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h))
+    v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h) + host_moved(b, h))
     return v, bfrom if bfrom == hfrom else f"base {bfrom}, head {hfrom}"
 
 
@@ -182,7 +201,7 @@ def aa_pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[list, list]]:
     """(samples of run a, samples of run b) of every cell the same code measured twice, disturbed ones left out."""
     pairs = []
     for c in compare(a, b, verdicts.DEFAULT_FLOOR).cells:
-        if c.base.get("disturbed") is True or c.head.get("disturbed") is True:
+        if c.base.get("disturbed") is True or c.head.get("disturbed") is True or host_moved(c.base, c.head):
             continue
         x, y = select.samples(c.base, "e2e_ms")[0], select.samples(c.head, "e2e_ms")[0]
         if x and y and len(x) > 1 and len(y) > 1:
