@@ -86,24 +86,28 @@ class _Tracker(MetaSafe):
 def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int, steps: int,
                     attn: str = "sdpa", implementation: str | None = None, max_cache_len: int = 0,
                     cache_config: dict | None = None) -> ActivationPeak:
-    """A whole call as the allocator sees it: the prefill and then `steps` decode steps in one stream, with
-    the cache generate() builds for `implementation` (None: dynamic) and `cache_config`. Simulated apart, each phase starts from an
-    empty pool; together, the first decode step's larger KV blocks cannot reuse the prefill's freed ones, and
-    activations split the segments the prompt's KV left: the reserved figure that decides an OOM at large batch."""
+    """A whole call as the allocator sees it: the prefill and then `steps` decode steps in one stream, with the
+    cache generate() builds for `implementation` (None: dynamic) and `cache_config`, and generate()'s float32 copy
+    of each step's last logits (the step's output dropped before the next, as generate() does). Simulated apart,
+    each phase starts from an empty pool; together, the first decode step's larger KV blocks cannot reuse the
+    prefill's freed ones, and activations split the segments the prompt's KV left: the reserved figure that
+    decides an OOM at large batch. largest_bytes and baseline_bytes are not tracked over a whole call (0)."""
     model = meta_model(config, as_dtype(dtype), attn)
     ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
     with meta_context(MetaKernels()):
         with _Tracker(ignore) as tracker:
             run = GenerateLoop(model, batch, implementation, max_cache_len, cache_config)
-            out = run.step(prompt_len)
-            kv = tracker.adopt(run.cache)
-            for _ in range(steps):
-                out = run.step(1)
+            kv: set = set()
+            for tokens in [prompt_len] + [1] * steps:
+                out = run.step(tokens)
+                logits = out.logits[:, -1, :].to(dtype=torch.float32, copy=True)  # generate()'s next_token_logits
+                logits_bytes = sum(_rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits))
+                del out
                 kv |= tracker.adopt(run.cache)
     return ActivationPeak(
         peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
-        largest_bytes=0, largest_op="", baseline_bytes=0,
-        logits_bytes=_rounded(out.logits.untyped_storage().nbytes()), reserved_bytes=reserved_peak(tracker.events))
+        largest_bytes=0, largest_op="", baseline_bytes=0, logits_bytes=logits_bytes,
+        reserved_bytes=reserved_peak(tracker.events))
 
 
 def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPeak:

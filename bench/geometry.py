@@ -1,7 +1,7 @@
 """KV-cache geometry read from an architecture's own code, not from its config's attribute names.
 
 `kv_geometry` builds the model on the meta device (no memory), makes the cache generate() makes, runs
-generate()'s own prefill and decode steps on meta (bench.activations' runtime) and reads what each cache
+generate()'s own prefill and decode steps on meta (bench.metarun) and reads what each cache
 layer holds. MQA flags, MLA, sliding/chunked windows, KV sharing and linear-attention / SSM states come out
 as the code has them. Probes (batch 1): prefill 1 + 1 decode step, prefill L + 2 decode steps (L beyond every
 window or chunk the config names). Each layer must fit

@@ -46,7 +46,10 @@ def check(r: dict) -> dict | None:
         return None
     if config is None:
         return None
-    p = planner.peak(config, r["dtype"], strategy, int(r["batch"]), int(r["prompt_len"]), int(r["new_tokens"]), r["attn"])
+    try:
+        p = planner.peak(config, r["dtype"], strategy, int(r["batch"]), int(r["prompt_len"]), int(r["new_tokens"]), r["attn"])
+    except (ValueError, ImportError, NotImplementedError):  # a cache this architecture refuses: nothing to judge
+        return None
     expandable = "expandable_segments:True" in str(r.get("cuda_alloc_conf") or "")
     need = p.needed(expandable)
     fits, ran = need <= cap, r["status"] == "ok"

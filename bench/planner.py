@@ -31,7 +31,8 @@ WORKSPACE_BYTES = 32 << 20  # cuBLAS's workspace on Hopper (PyTorch's default :4
 class Peak:
     weights: float
     kv_device: float        # the cache in device memory after the call
-    prefill_live: float     # live non-weight bytes at the prefill's peak (KV of the prompt included)
+    prefill_live: float     # live non-weight bytes at the prefill's peak (KV of the prompt included; with the
+                            # strategy's own cache on meta, the peak of the prefill and first decode step)
     decode_live: float      # the same for the last decode step
     reserved: float         # simulated allocator segments at the worse of the two (non-weight)
 
@@ -95,8 +96,12 @@ def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens:
     # prefill and first decode steps in one pool (where large batches strand most), with its own transients (a
     # quantizer's float32 copies); elsewhere each phase alone, with the dynamic cache's pattern.
     own = strategy.meta_cache(prompt_len, new_tokens) if strategy.holds_cache else None
-    if own is not None:
-        call = activations.call_peak_bytes(config, dtype, batch, prompt_len, min(new_tokens - 1, CALL_STEPS), attn, *own)
+    try:
+        call = None if own is None else activations.call_peak_bytes(
+            config, dtype, batch, prompt_len, min(new_tokens - 1, CALL_STEPS), attn, *own)
+    except ImportError:  # its optional package (quanto, hqq) is not installed here: plan it as the dynamic cache
+        call = None
+    if call is not None:
         first = call.reserved_bytes - call.peak_bytes
         prefill = max(prefill, call.peak_bytes)
     else:

@@ -1,6 +1,8 @@
 """bench plan check: the planner against stored GPU rows (what it predicts, what the row says, whether they agree)."""
 from __future__ import annotations
 
+import pytest
+
 from bench import plancheck
 from rows import row, store
 
@@ -31,3 +33,24 @@ def test_plan_check_against_h200_rows(tmp_path, capsys):
 def test_plan_check_refuses_a_bad_option(capsys):
     assert plancheck.main(["stor=results"]) == 2
     assert "'stor=results' is not an option of plan check" in capsys.readouterr().err
+
+
+def test_a_quantizer_not_installed_is_planned_with_the_dynamic_pattern(monkeypatch):
+    """Without optimum-quanto the meta device cannot build the quanto cache: the planner falls back to the
+    dynamic cache's allocation pattern with the strategy's own bytes, as for caches it cannot build at all."""
+    import sys
+
+    from transformers import LlamaConfig
+
+    from bench import activations, planner
+    from bench.strategies.quantized import Quantized
+
+    cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    quanto = Quantized(quant_backend="quanto", nbits=4)
+    with_quanto = planner.peak(cfg, "fp32", quanto, 2, 64, 8)
+    monkeypatch.setitem(sys.modules, "optimum.quanto", None)  # import optimum.quanto now raises ImportError
+    with pytest.raises(ImportError):
+        activations.call_peak_bytes(cfg, "fp32", 3, 64, 1, "sdpa", *quanto.meta_cache(64, 8))
+    without = planner.peak(cfg, "fp32", quanto, 3, 64, 8)  # another batch: not the remembered plan
+    assert without.kv_device == 1.5 * with_quanto.kv_device and without.allocated > 0

@@ -7,9 +7,11 @@ can be set against another; each side uses its newest ok row per cell (pool=True
 pooled, as `bench pr` measures each side in several rounds).
 
 The timing verdict of a cell is the ratio head/base of the median e2e time, with a bootstrap interval from the
-raw per-call samples, judged against a noise floor measured from an A/A pair (bench.stats): a change is
+raw per-call samples, judged against a noise floor measured from an A/A pair (bench.verdicts): a change is
 declared only when the whole interval lies outside the floor's band. ttft and tpot ratios are shown beside it
-as the breakdown, not as verdicts of their own. KV bytes and peak memory are exact comparisons.
+as the breakdown, not as verdicts of their own. A side flagged disturbed, or two sides of one machine type whose
+host's launch probe differs by more than a cell may drift (host_moved), is `disturbed`, never a clean verdict.
+KV bytes and peak memory are exact comparisons.
 """
 from __future__ import annotations
 

@@ -108,7 +108,9 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
               "Per cell: the ratio head/base of the median e2e time per call, with a 95% percentile-bootstrap interval "
               "from the raw per-call samples. It is *slower* or *faster* only when the whole interval lies outside "
               f"the noise band (1 ± floor, symmetric in log space); the floor is {floor_text(floor)}. A side whose calls "
-              "disagreed with themselves is *disturbed*; a side with one sample has *no interval*. TTFT and TPOT ratios "
+              "disagreed with themselves is *disturbed*, and so is a cell whose two sides ran on the same GPU and CPU model "
+              "with the host's launch probe more than 1.5x apart (the host changed, not the code); a side with one "
+              "sample has *no interval*. TTFT and TPOT ratios "
               "are the breakdown of the same calls, not verdicts of their own. KV bytes compare exactly; peak memory "
               f"beyond {cmp.PEAK_REL:.0%} and {cmp.PEAK_ABS_MIB:g} MiB.", ""]
     path = out / "compare.md"

@@ -9,6 +9,8 @@ in the text is formatted here from a row; the words around it are chosen by the 
 - throughput: each batch > 1 setup: highest e2e_tok_s (the whole call), against the reference of its attention path.
 - largest: model and lengths measured at several batches: at the largest, the highest decode_tok_s; per
   strategy, its largest ok batch and its failures (allocator settings where they differ).
+- fast_paths: which strategy / attention pairs ran compiled whole, and how much slower the same cache runs where
+  its compile broke (graph breaks, recompile limit).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ class Static(Strategy):
         return float(geometry.static_bytes(prompt_len + new_tokens - 1, batch))
 
     def meta_cache(self, prompt_len: int, new_tokens: int):
-        return "static", prompt_len + new_tokens, None
+        return "static", prompt_len + new_tokens - 1, None  # generate() sizes it to max_length - 1
 
     def quality_cache(self, model, max_len: int):
         from transformers import StaticCache
