@@ -107,8 +107,8 @@ def assert_inside(fig) -> None:
     title = fig.get_suptitle()
     assert title
     inside = lambda e, box: box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1 and box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1
-    sup = [t for t in fig.texts if t.get_text() == title][0]
-    assert inside(sup.get_window_extent(r), fig.bbox), "suptitle clipped"
+    for t in fig.texts:  # suptitle, the shared x and y labels, figure notes
+        assert inside(t.get_window_extent(r), fig.bbox), f"clipped: {t.get_text()!r}"
     tight = fig.get_tightbbox(r)  # inches
     assert inside(tight, fig.bbox_inches), f"something drawn lies outside the figure: {tight} vs {fig.bbox_inches}"
 
@@ -187,6 +187,17 @@ def test_steps_one_panel_per_cached_row_with_the_uncached_line(gpu_rows, tmp_pat
     assert d["yscale"] == "linear"  # step times within LOG_SPAN of each other
     ax = figures[-1].axes
     assert len({a.get_ylim() for a in ax if a.get_visible()}) == 1  # one y scale
+    assert_inside(figures[-1])
+
+
+def test_steps_one_row_of_panels_on_a_log_scale_keeps_its_labels_inside(gpu_rows, tmp_path, figures):
+    """An uncached line far above the cached ones puts the panels on a log scale, whose longer y label once ran
+    off a figure with one row of panels."""
+    rows = gpu_rows.copy()
+    none = rows.index[rows["cache"] == "none"][0]
+    rows.at[none, "step_ms"] = [1000.0 + 50 * i for i in range(16)]
+    d = fig_steps.steps(rows, TITLE, tmp_path / "steps.png").data
+    assert d["yscale"] == "log" and len(d["panels"]) <= 4  # one row
     assert_inside(figures[-1])
 
 

@@ -105,7 +105,8 @@ def steps(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
                      transform=axes[0].transAxes)
     data["yscale"] = y_scale(axes[0], [y for p in data["panels"] for ln in p["lines"] for y in ln["y"]])
     fig.supxlabel("tokens in context per sequence (prompt + tokens generated so far)", fontsize=9)
-    fig.supylabel("decode step time (ms; median over repeats" + ("; log scale)" if data["yscale"] == "log" else ")"),
+    # two lines: one row of panels is shorter than the label on one line
+    fig.supylabel("decode step time (ms)\n(median over repeats" + ("; log scale)" if data["yscale"] == "log" else ")"),
                   fontsize=9)
     return Drawn(fmt.save(fig, path), data)
 
