@@ -52,6 +52,11 @@ class _Tracker(MetaSafe):
         self.ignore, self.live, self.now, self.peak, self.at_peak, self.serial = ignore, {}, 0, 0, {}, 0
         self.events: list[tuple[int, int]] = []  # (serial, bytes) allocations, (serial, 0) frees
 
+    @classmethod
+    def of(cls, model) -> "_Tracker":
+        """A tracker that never counts this model's weights and buffers."""
+        return cls({t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())})
+
     def add(self, t: torch.Tensor, op: str) -> int | None:
         st = t.untyped_storage()
         key, old = st._cdata, self.live.get(st._cdata)
@@ -93,9 +98,8 @@ def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: in
     prefill's freed ones, and activations split the segments the prompt's KV left: the reserved figure that
     decides an OOM at large batch. largest_bytes and baseline_bytes are not tracked over a whole call (0)."""
     model = meta_model(config, as_dtype(dtype), attn)
-    ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
     with meta_context(MetaKernels()):
-        with _Tracker(ignore) as tracker:
+        with _Tracker.of(model) as tracker:
             run = GenerateLoop(model, batch, implementation, max_cache_len, cache_config)
             kv: set = set()
             for tokens in [prompt_len] + [1] * steps:
@@ -111,13 +115,12 @@ def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: in
 
 
 def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPeak:
-    ignore = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
     with meta_context(MetaKernels()):
         with MetaSafe():
             run = GenerateLoop(model, batch)
             for n in warmup:
                 run.step(n)
-        with _Tracker(ignore) as tracker:
+        with _Tracker.of(model) as tracker:
             kv = tracker.adopt(run.cache)
             base = tracker.peak = tracker.now
             out = run.step(tokens)

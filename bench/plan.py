@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
             with console.status(f"planning {c.cache.label()}: the peak, the largest batch, the longest prompt"):
                 line = _line(c.cache.label(), config, dtype, c, gpu_bytes, expandable)
             print(line)
-        except (ValueError, ImportError, NotImplementedError) as e:  # e.g. QuantizedCache refuses a sliding-window model
+        except planner.CANNOT_PLAN as e:  # e.g. QuantizedCache refuses a sliding-window model
             print(f"| {c.cache.label()} | – | – | – | cannot run: {str(e).splitlines()[0]} | – | – |")
     print("\nThe peak is the prefill's or the last step's, whichever is larger; 'needs' adds the allocator's "
           "segments (simulated) and the context. Activations are measured on the meta device for this attention path.")

@@ -48,7 +48,7 @@ def check(r: dict) -> dict | None:
         return None
     try:
         p = planner.peak(config, r["dtype"], strategy, int(r["batch"]), int(r["prompt_len"]), int(r["new_tokens"]), r["attn"])
-    except (ValueError, ImportError, NotImplementedError):  # a cache this architecture refuses: nothing to judge
+    except planner.CANNOT_PLAN:  # a cache this architecture refuses: nothing to judge
         return None
     expandable = "expandable_segments:True" in str(r.get("cuda_alloc_conf") or "")
     need = p.needed(expandable)

@@ -22,6 +22,8 @@ from typing import Optional
 from . import activations, geometry, kvmath
 from .models import arch_config, planned_dtype
 
+# what the planner raises for a cache the architecture refuses (or a quantizer it cannot find): no plan, no crash
+CANNOT_PLAN = (ValueError, ImportError, NotImplementedError)
 CONTEXT_BYTES = 1 << 30  # the CUDA context and library handles: not allocated through PyTorch's caching allocator
 CALL_STEPS = 1  # decode steps simulated after the prefill: the stranded segments appear at the first one
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's workspace on Hopper (PyTorch's default :4096:8), which PyTorch does allocate

@@ -127,6 +127,13 @@ class Stopper:
 
 # ---- disturbed cells ----
 
+def speed_change(a: Optional[float], b: Optional[float]) -> float:
+    """How far apart two readings of the host's launch probe are (>= 1, either way); nan where one is missing."""
+    if not (a and b and a > 0 and b > 0):
+        return float("nan")
+    return max(a, b) / min(a, b)
+
+
 def disturbed(e2e_samples, tpot_samples=None, step_median_ms: Optional[float] = None,
               launch_us_start: Optional[float] = None, launch_us_end: Optional[float] = None, *,
               max_iqr_over_median: float = MAX_IQR_OVER_MEDIAN, max_tpot_over_step: float = MAX_TPOT_OVER_STEP,
@@ -157,9 +164,8 @@ def disturbed(e2e_samples, tpot_samples=None, step_median_ms: Optional[float] = 
         if r > max_tpot_over_step:
             why.append(f"tpot {float(np.median(tpot)):.4g} ms is {r:.2f}x the median decode step "
                        f"{step_median_ms:.4g} ms (> {max_tpot_over_step:g}x): stalls during decode")
-    if launch_us_start and launch_us_end and launch_us_start > 0 and launch_us_end > 0:
-        r = max(launch_us_start, launch_us_end) / min(launch_us_start, launch_us_end)
-        if r > max_launch_change:
-            why.append(f"host speed changed: launch probe {launch_us_start:.3g} -> {launch_us_end:.3g} us "
-                       f"({r:.2f}x > {max_launch_change:g}x)")
+    r = speed_change(launch_us_start, launch_us_end)
+    if r > max_launch_change:
+        why.append(f"host speed changed: launch probe {launch_us_start:.3g} -> {launch_us_end:.3g} us "
+                   f"({r:.2f}x > {max_launch_change:g}x)")
     return why

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import transformers
 
+from bench.store import files as run_files
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["model=tiny-gpt2", "prompt_len=8", "new_tokens=4", "repeats=1", "warmup=1", "device=cpu"]
 
@@ -62,8 +64,7 @@ def real_runs(subprocess_env, tmp_path_factory):
 
 
 def store_rows(store: Path) -> tuple[list[Path], list[dict]]:
-    files = sorted(p for p in store.glob("*.jsonl") if not p.name.startswith("."))  # as bench.store reads: a
-    # process killed mid-append leaves its .tmp- file (the whole file so far, plus the row in flight) behind
+    files = run_files(store)  # not the .tmp- file a process killed mid-append leaves behind
     rows = [json.loads(ln) for f in files for ln in f.read_text().splitlines() if ln.strip()]
     return files, rows
 

@@ -142,10 +142,11 @@ def host_moved(b: dict, h: dict) -> list[str]:
     if text(b.get("gpu")) != text(h.get("gpu")) or text(b.get("cpu")) != text(h.get("cpu")):
         return []
     x, y = _host_us(b), _host_us(h)
-    if not (x > 0 and y > 0) or max(x, y) / min(x, y) <= stats.MAX_LAUNCH_CHANGE:
+    r = stats.speed_change(x, y)
+    if not r > stats.MAX_LAUNCH_CHANGE:
         return []
     return [f"host speed differed from base's: launch probe {x:.3g} us in base, {y:.3g} in head "
-            f"({max(x, y) / min(x, y):.2f}x > {stats.MAX_LAUNCH_CHANGE:g}x)"]
+            f"({r:.2f}x > {stats.MAX_LAUNCH_CHANGE:g}x)"]
 
 
 def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
@@ -203,7 +204,7 @@ def aa_pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[list, list]]:
     """(samples of run a, samples of run b) of every cell the same code measured twice, disturbed ones left out."""
     pairs = []
     for c in compare(a, b, verdicts.DEFAULT_FLOOR).cells:
-        if c.base.get("disturbed") is True or c.head.get("disturbed") is True or host_moved(c.base, c.head):
+        if c.time.label == verdicts.DISTURBED:
             continue
         x, y = select.samples(c.base, "e2e_ms")[0], select.samples(c.head, "e2e_ms")[0]
         if x and y and len(x) > 1 and len(y) > 1:
