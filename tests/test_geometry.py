@@ -122,6 +122,22 @@ def test_static_cache(name):
         assert geo.static_bytes(1000) == 4 * 16 * 1024 and geo.static_bytes(10) == 4 * 10 * 1024
 
 
+def test_the_planners_static_cache_is_the_one_generate_builds():
+    """The whole-call simulation builds Static().meta_cache's cache on meta: it must be the size generate()'s is."""
+    from bench.metarun import (GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors,
+                               meta_context, meta_model)
+    from bench.strategies.static import Static
+
+    shapes = lambda cache: [tuple(t.shape) for layer in cache_layers(cache) for t in layer_tensors(layer)]  # noqa: E731
+    prompt, new, batch = 5, 4, 2
+    real = shapes(_real(_model("falcon_mqa"), prompt, new, batch, cache_implementation="static"))
+    with meta_context(MetaKernels()), MetaSafe():
+        run = GenerateLoop(meta_model(CONFIGS["falcon_mqa"], as_dtype("fp32"), "sdpa"), batch,
+                           *Static().meta_cache(prompt, new))
+        run.step(prompt)
+        assert shapes(run.cache) == real and real[0][-2] == prompt + new - 1
+
+
 @pytest.mark.parametrize("backend, nbits, axis", [("quanto", 4, 0), ("quanto", 2, 0), ("hqq", 4, 1)])
 def test_quantized_cache(backend, nbits, axis):
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
