@@ -130,7 +130,9 @@ def test_the_planners_static_cache_is_the_one_generate_builds():
 
     shapes = lambda cache: [tuple(t.shape) for layer in cache_layers(cache) for t in layer_tensors(layer)]  # noqa: E731
     prompt, new, batch = 5, 4, 2
-    real = shapes(_real(_model("falcon_mqa"), prompt, new, batch, cache_implementation="static"))
+    fresh = AutoModelForCausalLM.from_config(CONFIGS["falcon_mqa"], dtype=torch.float32).eval()  # generate() would
+    # reuse a longer static cache an earlier test left on the shared model
+    real = shapes(_real(fresh, prompt, new, batch, cache_implementation="static"))
     with meta_context(MetaKernels()), MetaSafe():
         run = GenerateLoop(meta_model(CONFIGS["falcon_mqa"], as_dtype("fp32"), "sdpa"), batch,
                            *Static().meta_cache(prompt, new))
