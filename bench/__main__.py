@@ -22,9 +22,9 @@ def fail(message: str) -> int:
 
 def run(argv: list[str]) -> int:
     """Check every cell of the command before anything loads, then hand it to Hydra."""
-    from . import compose
-    from .checks import ConfigError
-    from .store import check_writable
+    from bench.cli import compose
+    from bench.config.checks import ConfigError
+    from bench.store import check_writable
 
     try:
         cells = compose.cells(argv)
@@ -32,8 +32,8 @@ def run(argv: list[str]) -> int:
             check_writable(store)
     except (ConfigError, OSError) as e:
         return fail(str(e))
-    from . import cli, progress
-    from .config import NO_GPU
+    from bench.cli import hydra_app as cli, progress
+    from bench.config.settings import NO_GPU
 
     if cli.gpu_missing(cells):
         return fail(NO_GPU)
@@ -51,23 +51,23 @@ def main(argv: list[str]) -> int:
     if cmd == "run":
         return run(rest)
     if cmd == "report":
-        from .report import cli as report_cli
+        from bench.cli import report as report_cli
         return report_cli.report(rest)
     if cmd == "compare":
-        from .report import cli as report_cli
+        from bench.cli import report as report_cli
         return report_cli.compare(rest)
     if cmd == "reference":
-        from .report import reference
+        from bench.report import gpu_report as reference
         return reference.main(rest)
     if cmd == "pr":
-        from .report import pr
+        from bench.report import pr
         return pr.main(rest)
     if cmd == "plan":
-        from . import plan
+        from bench.cli import plan
         return plan.main(rest)
     if cmd == "env":
-        from . import env
-        print(env.report())
+        from bench.run import environment
+        print(environment.report())
         return 0
     return fail(f"unknown command {cmd!r}; allowed: {', '.join(COMMANDS)}")
 

@@ -1,7 +1,7 @@
 """Does the harness's instrumentation slow generate() down? Harness timing vs a bare loop.
 
 Alternates, call by call on the same loaded model, prompt and lengths:
-  - the harness's timed call (bench.measure.time_generate: token streamer + CUDA events), and
+  - the harness's timed call (bench.measure.clock.time_generate: token streamer + CUDA events), and
   - a bare model.generate() with no streamer, synchronised around the call, for n and for 1 new
     token; its decode rate is batch * (n - 1) / (T(n) - T(1)).
 Medians over --calls of each. Interleaving makes clock, thermal and allocator drift hit both.
@@ -18,9 +18,11 @@ import time
 import numpy as np
 import torch
 
-from bench import attention, compose, measure, models
-from bench.env import resolve_device
-from bench.runner import get_model
+from bench.run import attention, models
+from bench.cli import compose
+from bench.measure import clock as measure
+from bench.run.environment import resolve_device
+from bench.run.cell import get_model
 
 
 def bare_ms(model, ids, n: int, kw: dict, device: str) -> float:

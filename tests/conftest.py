@@ -1,6 +1,6 @@
 """Shared fixtures: offline, a private KVBENCH_CACHE, Hydra-composed RunConfigs, tiny models only.
 
-Environment is set in pytest_configure, before any test module imports bench: bench.models reads
+Environment is set in pytest_configure, before any test module imports bench: bench.run.models reads
 KVBENCH_CACHE when it is imported, and torch reads OMP_NUM_THREADS when it starts.
 """
 from __future__ import annotations
@@ -37,11 +37,11 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def kvbench_cache() -> Path:
-    """The session's KVBENCH_CACHE: a fresh temp dir, and the one bench.models really uses."""
-    from bench import models
+    """The session's KVBENCH_CACHE: a fresh temp dir, and the one bench.run.models really uses."""
+    from bench.run import models
 
     assert os.environ["KVBENCH_CACHE"] == str(_CACHE_DIR)
-    assert models.CACHE_DIR == _CACHE_DIR, "bench.models was imported before conftest set KVBENCH_CACHE"
+    assert models.CACHE_DIR == _CACHE_DIR, "bench.run.models was imported before conftest set KVBENCH_CACHE"
     return _CACHE_DIR
 
 
@@ -56,8 +56,8 @@ SMALL = ("device=cpu", "attn=sdpa", "prompt_len=8", "new_tokens=4", "repeats=2",
 
 
 def compose_cfg(*overrides: str, small: bool = True):
-    """A RunConfig exactly as the CLI composes and checks it (bench.compose), from Hydra overrides."""
-    from bench import compose
+    """A RunConfig exactly as the CLI composes and checks it (bench.cli.compose), from Hydra overrides."""
+    from bench.cli import compose
 
     merged: dict[str, str] = {}
     for o in (SMALL if small else ()) + tuple(overrides):  # later overrides of a key win
@@ -75,7 +75,7 @@ def make_cfg():
 def fresh_models(monkeypatch):
     """An empty per-process model cache for this test (state such as a static cache's remembered
     length cannot leak in from earlier tests); the session's cache comes back afterwards."""
-    from bench import runner
+    from bench.run import cell as runner
 
     monkeypatch.setattr(runner, "_loaded", {})
     return runner

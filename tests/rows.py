@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.record import Record
+from bench.store.schema import Record
 from bench.store import RunFile
 
 STRATEGIES = {  # cache name -> (label, settings, reference, holds_cache)

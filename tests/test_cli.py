@@ -178,7 +178,8 @@ def test_fit_check_false_lets_the_device_answer(tmp_path, monkeypatch, capsys):
     """With a card the planner says is far too small, fit_check=true refuses the cell before loading and
     fit_check=false runs it (in process, so the planner's memory figure can be replaced)."""
     from bench import __main__ as entry
-    from bench import planner, runner
+    from bench.predict import planner
+    from bench.run import cell as runner
 
     monkeypatch.setattr(planner, "capacity", lambda device: ("a 1 KiB card", 1024))
     monkeypatch.setattr(runner, "_loaded", {})

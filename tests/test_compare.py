@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import verdicts
-from bench.report import cli as report_cli
+from bench.stats import verdicts
+from bench.cli import report as report_cli
 from bench.report import compare as cmp
 from tests.rows import row, store
 
@@ -104,7 +104,7 @@ def test_cells_match_across_gpus_and_unmatched_are_listed(sides):
 
 def test_schema_1_rows_of_three_repeats_give_their_samples_back():
     """Old rows kept p10/p50/p90 of 2-3 repeats: numpy's linear percentiles determine those samples exactly."""
-    from bench.report import select
+    from bench.report import selection as select
 
     for xs in ([10.0, 11.0, 14.0], [10.0, 12.0]):
         p10, p50, p90 = np.percentile(xs, [10, 50, 90])
@@ -146,7 +146,7 @@ def test_no_torch_import(tmp_path):
 
     a = tmp_path / "a"
     store(a, cells(seed=1), "x")
-    code = ("import sys; from bench.report import cli; "
+    code = ("import sys; from bench.cli import report as cli; "
             f"assert cli.compare([{str(a)!r}, {str(a)!r}, 'out={tmp_path / 'o'}']) == 0")
     p = run_without_torch(code, [], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.record import COLUMNS, Record
-from bench.report import fig_compare, fig_pairs, fig_quality, fig_setup, fig_steps, fmt, select
+from bench.store.schema import COLUMNS, Record
+from bench.report import fig_compare, fig_pairs, fig_quality, fig_setup, fig_steps, fmt, selection as select
 from tests.conftest import run_without_torch
 
 GPU = dict(model="llama-2-7b", weights="random", device="cuda", gpu="NVIDIA H100 80GB HBM3", dtype="bfloat16",

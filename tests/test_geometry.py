@@ -1,4 +1,4 @@
-"""bench.geometry and bench.activations against real caches of tiny CPU models and hand arithmetic."""
+"""bench.predict.geometry and bench.predict.activations against real caches of tiny CPU models and hand arithmetic."""
 from __future__ import annotations
 
 import warnings
@@ -8,10 +8,10 @@ import torch
 from transformers import (AutoModelForCausalLM, DeepseekV3Config, FalconConfig, Gemma2Config, JambaConfig,
                           LlamaConfig, MistralConfig, Qwen3NextConfig)
 
-from bench.activations import call_peak_bytes, decode_peak_bytes, prefill_peak_bytes
-from bench.allocator import reserved_peak
-from bench.cachebytes import cache_payload
-from bench.geometry import kv_geometry, quantized_window
+from bench.predict.activations import call_peak_bytes, decode_peak_bytes, prefill_peak_bytes
+from bench.predict.allocator import reserved_peak
+from bench.measure.cachebytes import cache_payload
+from bench.predict.geometry import kv_geometry, quantized_window
 
 MiB, GiB = 2**20, 2**30
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=64, num_attention_heads=4)
@@ -124,8 +124,7 @@ def test_static_cache(name):
 
 def test_the_planners_static_cache_is_the_one_generate_builds():
     """The whole-call simulation builds Static().meta_cache's cache on meta: it must be the size generate()'s is."""
-    from bench.metarun import (GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors,
-                               meta_context, meta_model)
+    from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors, meta_context, meta_model
     from bench.strategies.static import Static
 
     shapes = lambda cache: [tuple(t.shape) for layer in cache_layers(cache) for t in layer_tensors(layer)]  # noqa: E731
@@ -161,7 +160,7 @@ def test_quantized_cache(backend, nbits, axis):
 
 
 def test_quantized_window_follows_transformers():
-    from bench.kvmath import quantized_window_tokens
+    from bench.predict.formula import quantized_window_tokens
 
     for prompt, steps, residual in [(5, 0, 8), (5, 3, 8), (7, 8, 8), (3, 19, 8), (4, 130, 128)]:
         assert quantized_window(prompt, steps, residual) == quantized_window_tokens(prompt, steps + 1, residual)
@@ -238,7 +237,7 @@ def test_a_whole_call_strands_more_than_its_phases_apart():
 def test_llama2_7b_large_batches_on_the_h200(batch, fits):
     """H200 session 2 (default allocator, 1024 + 16): the dynamic and static caches ran at batch 96 and ran out
     at 160; their live peaks alone (108 GiB at 160) fit the 139.8 GiB card, the simulated segments do not."""
-    from bench.planner import peak
+    from bench.predict.planner import peak
     from bench.strategies.dynamic import Dynamic
     from bench.strategies.static import Static
 
@@ -252,7 +251,7 @@ def test_llama2_7b_large_batches_on_the_h200(batch, fits):
 def test_a_quantizers_own_transients_are_simulated():
     """HQQ's quantizer works in float32 copies of the prompt's KV; quanto's does not show above the MLP's peak.
     H100 rows (Llama-2-7B shapes, 1024 + 16, batch 96): quanto int4 35.18 GiB, hqq int4 39.56 GiB measured."""
-    from bench.planner import peak
+    from bench.predict.planner import peak
     from bench.strategies.quantized import Quantized
 
     cfg = LlamaConfig(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, intermediate_size=11008)

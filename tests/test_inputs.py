@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import __main__ as entry
-from bench import runner
+from bench.run import cell as runner
 
 ROOT = Path(__file__).resolve().parent.parent
 T = ["model=tiny-gpt2", "device=cpu", "prompt_len=8", "new_tokens=4"]

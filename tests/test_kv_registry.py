@@ -218,8 +218,8 @@ def check(model_type: str, debug: bool = False) -> str | None:
     A mismatch, or any other geometry failure on a model that runs, raises AssertionError."""
     from transformers import AutoModelForCausalLM
 
-    from bench.cachebytes import cache_payload
-    from bench.geometry import MetaRunError, NoCacheError, kv_geometry
+    from bench.measure.cachebytes import cache_payload
+    from bench.predict.geometry import MetaRunError, NoCacheError, kv_geometry
 
     stage = "config"
     try:

@@ -5,18 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig
 
-from bench.cachebytes import cache_payload
-from bench.kvmath import (
-    GPU_BANDWIDTH_GB_S,
-    GPU_MEMORY_GIB,
-    bandwidth_floor_ms,
-    kv_bytes_per_token,
-    kv_cache_bytes,
-    kv_heads_and_dims,
-    parse_gpu,
-    quantized_window_tokens,
-    weight_bytes,
-)
+from bench.measure.cachebytes import cache_payload
+from bench.predict.formula import GPU_BANDWIDTH_GB_S, GPU_MEMORY_GIB, bandwidth_floor_ms, kv_bytes_per_token, kv_cache_bytes, kv_heads_and_dims, parse_gpu, quantized_window_tokens, weight_bytes
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 

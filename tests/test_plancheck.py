@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import plancheck
+from bench.predict import check as plancheck
 from rows import row, store
 
 H200 = "NVIDIA H200"
@@ -42,7 +42,7 @@ def test_a_quantizer_not_installed_is_planned_with_the_dynamic_pattern(monkeypat
 
     from transformers import LlamaConfig
 
-    from bench import activations, planner
+    from bench.predict import activations, planner
     from bench.strategies.quantized import Quantized
 
     cfg = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

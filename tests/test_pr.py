@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.record import Record
+from bench.store.schema import Record
 from bench.report import pr, publish
 
 CELLS = [(cache, attn) for cache in ("dynamic", "static", "none") for attn in ("sdpa", "eager")]

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from bench import quality, runner
+from bench.run import quality, cell as runner
 from bench.strategies import NotApplicable
 
 

@@ -1,4 +1,4 @@
-"""bench.report.reference from synthetic schema-2 rows: the decision table names the winners with their own
+"""bench.report.gpu_report from synthetic schema-2 rows: the decision table names the winners with their own
 numbers, follows the rows when they change, never crowns a disturbed row, reports OOM as OOM, and is
 byte-identical for the same rows. CPU only, seconds."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import verdicts
-from bench.record import Record
-from bench.report import compare, reference, select
+from bench.stats import verdicts
+from bench.store.schema import Record
+from bench.report import compare, gpu_report as reference, selection as select
 from bench.store import load
 from tests.conftest import run_without_torch
 
@@ -200,7 +200,7 @@ def test_default_out_and_gpu_slug(tmp_path):
 
 def test_no_torch(tmp_path):
     store = write(tmp_path, rows())
-    res = run_without_torch("import sys; from bench.report import reference; "
+    res = run_without_torch("import sys; from bench.report import gpu_report as reference; "
                             "assert reference.main(sys.argv[1:]) == 0",
                             [f"store={store}", f"gpu={GPU}", f"out={tmp_path / 'r.md'}"], tmp_path)
     assert res.returncode == 0, res.stderr

@@ -1,12 +1,12 @@
-"""bench.repeats: adaptive repeats and the second look at a disturbed cell, with calls of known timings."""
+"""bench.run.repeats: adaptive repeats and the second look at a disturbed cell, with calls of known timings."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
 
-from bench import repeats
-from bench.measure import Timing
+from bench.run import repeats
+from bench.measure.clock import Timing
 
 
 @pytest.fixture(autouse=True)

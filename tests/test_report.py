@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import cli as report_cli
+from bench.cli import report as report_cli
 from bench.report import markdown, tables
 from tests.rows import row, store
 
@@ -85,7 +85,7 @@ def test_glossary_once_and_figures_folded(built):
 def test_winners_use_kv_bytes_on_a_cpu_and_peak_on_a_gpu():
     import pandas as pd
 
-    from bench.report import select
+    from bench.report import selection as select
 
     cpu = pd.DataFrame([row("dynamic", kv=10.0, peak=100.0), row("quantized", kv=3.0, peak=900.0)])
     rows = select.prepare(cpu)
@@ -109,7 +109,7 @@ def test_empty_store_and_no_torch(tmp_path):
     (tmp_path / "empty").mkdir()
     assert markdown.write(tmp_path / "empty", tmp_path / "o")[-1].read_text().startswith("# kvbench report")
     s = store(tmp_path / "s", [row("dynamic"), row("static")])
-    p = run_without_torch(f"import sys; from bench.report import cli; assert cli.report(['store={s}', "
+    p = run_without_torch(f"import sys; from bench.cli import report as cli; assert cli.report(['store={s}', "
                           f"'out={tmp_path / 'o2'}']) == 0", [], tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
 
@@ -145,7 +145,7 @@ def test_best_quality_per_byte_saved_is_a_cache():
     """Keeping no cache saves every byte at no perplexity cost: it must not win 'best quality per byte saved'."""
     import pandas as pd
 
-    from bench.report import select
+    from bench.report import selection as select
 
     rows = select.prepare(pd.DataFrame([
         row("dynamic", kv=10.0, weights="real", ppl=10.0, ppl_delta=0.0),
@@ -159,7 +159,7 @@ def test_least_memory_needs_every_rows_figure():
     """Peaks left out for some rows (a declared defect): the one row that kept its peak must not 'win'."""
     import pandas as pd
 
-    from bench.report import select
+    from bench.report import selection as select
 
     gpu = dict(device="cuda", gpu="G")
     rows = select.prepare(pd.DataFrame([row("dynamic", peak=None, **gpu), row("static", peak=None, **gpu),

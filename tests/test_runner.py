@@ -1,4 +1,4 @@
-"""bench.runner.run_cell end to end on the tiny random-weight models, CPU, tiny lengths.
+"""bench.run.cell.run_cell end to end on the tiny random-weight models, CPU, tiny lengths.
 
 Every figure checked here is computed independently in the test (from the model's shapes, or from
 the row's own raw timings), never copied from an earlier run.
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench import measure, memory, models, runner
-from bench.runner import run_cell
+from bench.measure import clock as measure, memory
+from bench.run import models, cell as runner
+from bench.run.cell import run_cell
 
 MODELS = ("tiny-gpt2", "tiny-llama")
 # conf/cache choice -> (record.cache, nbits, quant_backend)
@@ -490,7 +491,7 @@ def test_sdpa_profile_covers_prefill_and_four_steps_then_stops(make_cfg, monkeyp
 
 
 def test_rows_name_the_host_cpu_and_the_code(rows):
-    from bench.env import _code_hash, _cpu
+    from bench.run.environment import _code_hash, _cpu
 
     r = rows["tiny-gpt2", "dynamic"][1]
     assert r.cpu and r.cpu == _cpu()
@@ -561,7 +562,7 @@ def test_launch_us_sees_a_busy_host():
 
 def test_rows_record_the_cuda_allocator_settings(monkeypatch):
     """PYTORCH_CUDA_ALLOC_CONF changes what fits, so a CUDA row carries it ('' = PyTorch's defaults)."""
-    from bench import env
+    from bench.run import environment as env
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
@@ -603,8 +604,9 @@ def test_a_stored_schema_1_row_is_the_same_cell_today(make_cfg):
     import json
     from pathlib import Path
 
-    from bench import identity, store
-    from bench.record import conditions
+    from bench import store
+    from bench.store import identity
+    from bench.store.schema import conditions
 
     stored = [json.loads(ln) for ln in (Path(__file__).parent.parent / "results" /
                                         "20261123T150955-vm-1329.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench import store
-from bench.record import COLUMNS, SCHEMA_VERSION, Record
+from bench.store.schema import COLUMNS, SCHEMA_VERSION, Record
 from bench.store import RunFile
 
 REQUIRED = ["model", "weights", "dtype", "device", "cache", "strategy", "attn", "batch", "prompt_len", "new_tokens",
@@ -66,7 +66,7 @@ def test_append_is_atomic(tmp_path, monkeypatch):
     def crash(*a, **k):
         raise OSError("disk vanished")
 
-    monkeypatch.setattr(store.os, "replace", crash)
+    monkeypatch.setattr(store.runfile.os, "replace", crash)
     with pytest.raises(OSError):
         rf.append(row(prompt_len=10))
     assert rf.path.read_bytes() == before
@@ -86,7 +86,7 @@ def test_append_replaces_never_writes_in_place(tmp_path, monkeypatch):
     rf.append(row())
     replaced = []
     real = os.replace
-    monkeypatch.setattr(store.os, "replace", lambda src, dst: (replaced.append((src, dst)), real(src, dst)))
+    monkeypatch.setattr(store.runfile.os, "replace", lambda src, dst: (replaced.append((src, dst)), real(src, dst)))
     rf.append(row(cache="none"))
     assert len(replaced) == 1
     src, dst = map(str, replaced[0])

@@ -2,12 +2,12 @@
 
 BASE and HEAD are each a store (a directory of run files, or one .jsonl file), or a store narrowed by filters:
 `STORE@key=value[@key=value...]`; a bare `STORE@abc123` means `git_sha=abc123`. git_sha and run_id match by
-prefix, every other column by its exact text. Cells are matched by bench.identity without the GPU, so one GPU
+prefix, every other column by its exact text. Cells are matched by bench.store.identity without the GPU, so one GPU
 can be set against another; each side uses its newest ok row per cell (pool=True: all its ok rows, samples
 pooled, as `bench pr` measures each side in several rounds).
 
 The timing verdict of a cell is the ratio head/base of the median e2e time, with a bootstrap interval from the
-raw per-call samples, judged against a noise floor measured from an A/A pair (bench.verdicts): a change is
+raw per-call samples, judged against a noise floor measured from an A/A pair (bench.stats.verdicts): a change is
 declared only when the whole interval lies outside the floor's band. ttft and tpot ratios are shown beside it
 as the breakdown, not as verdicts of their own. A side flagged disturbed, or two sides of one machine type whose
 host's launch probe differs by more than a cell may drift (host_moved), is `disturbed`, never a clean verdict.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import stats, verdicts
-from ..store import load
-from . import select
-from .fmt import nat, text
+from bench.stats import intervals, verdicts
+from bench.store import load
+from bench.report import selection
+from bench.report.fmt import nat, text
 
 PREFIX_KEYS = ("git_sha", "run_id")
 FORM = ("BASE and HEAD: STORE (a directory or .jsonl file) or STORE@key=value[@key=value] "
@@ -74,7 +74,7 @@ def side(spec: str, name: str) -> pd.DataFrame:
             raise CompareError(f"{name} {spec!r} matches no rows: {key}={value!r} is not in {store!r} "
                                f"(its {key} values: {', '.join(seen[:5]) or 'none'}{' …' if len(seen) > 5 else ''})")
         df = df[hit]
-    return select.prepare(df.reset_index(drop=True))
+    return selection.prepare(df.reset_index(drop=True))
 
 
 def _pooled(df: pd.DataFrame) -> dict:
@@ -82,8 +82,8 @@ def _pooled(df: pd.DataFrame) -> dict:
     out = {}
     for key, rows in df[df["status"] == "ok"].groupby("_key_nogpu", sort=False):
         r = rows.iloc[-1].to_dict()
-        for m in select.TIMINGS:
-            vals = [v for _, x in rows.iterrows() for v in (select.samples(x, m)[0] or [])]
+        for m in selection.TIMINGS:
+            vals = [v for _, x in rows.iterrows() for v in (selection.samples(x, m)[0] or [])]
             r[f"{m[:-3]}_samples_ms"] = vals
             r[m] = float(pd.Series(vals).median()) if vals else r[m]
         r["disturbed"] = any(v is True for v in rows["disturbed"])
@@ -142,16 +142,16 @@ def host_moved(b: dict, h: dict) -> list[str]:
     if text(b.get("gpu")) != text(h.get("gpu")) or text(b.get("cpu")) != text(h.get("cpu")):
         return []
     x, y = _host_us(b), _host_us(h)
-    r = stats.speed_change(x, y)
-    if not r > stats.MAX_LAUNCH_CHANGE:
+    r = intervals.speed_change(x, y)
+    if not r > intervals.MAX_LAUNCH_CHANGE:
         return []
     return [f"host speed differed from base's: launch probe {x:.3g} us in base, {y:.3g} in head "
-            f"({r:.2f}x > {stats.MAX_LAUNCH_CHANGE:g}x)"]
+            f"({r:.2f}x > {intervals.MAX_LAUNCH_CHANGE:g}x)"]
 
 
 def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
-    bs, bfrom = select.samples(b, "e2e_ms")
-    hs, hfrom = select.samples(h, "e2e_ms")
+    bs, bfrom = selection.samples(b, "e2e_ms")
+    hs, hfrom = selection.samples(h, "e2e_ms")
     v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h) + host_moved(b, h))
     return v, bfrom if bfrom == hfrom else f"base {bfrom}, head {hfrom}"
 
@@ -177,7 +177,7 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, floor: verdicts.NoiseFloor, 
     rows = {}
     for name, df in (("base", base), ("head", head)):
         rows[name] = _pooled(df) if pool else {
-            r["_key_nogpu"]: r for r in select.pick(df, "_key_nogpu").shown.to_dict("records") if r["status"] == "ok"}
+            r["_key_nogpu"]: r for r in selection.pick(df, "_key_nogpu").shown.to_dict("records") if r["status"] == "ok"}
     order = lambda k: tuple(nat(v) for _, v in k)  # noqa: E731
     cells = []
     for k in sorted(set(rows["base"]) & set(rows["head"]), key=order):
@@ -185,7 +185,7 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, floor: verdicts.NoiseFloor, 
         v, frm = judge(b, h, floor)
         cells.append(Cell(k, _setup_text(h), h["label"], b, h, v, _ratio(b, h, "ttft_ms"), _ratio(b, h, "tpot_ms"),
                           _memory(b, h), frm))
-    latest = {n: select.pick(df, "_key_nogpu") for n, df in (("base", base), ("head", head))}
+    latest = {n: selection.pick(df, "_key_nogpu") for n, df in (("base", base), ("head", head))}
 
     def only(a: str, other: str) -> list:
         out = []
@@ -206,14 +206,14 @@ def aa_pairs(a: pd.DataFrame, b: pd.DataFrame) -> list[tuple[list, list]]:
     for c in compare(a, b, verdicts.DEFAULT_FLOOR).cells:
         if c.time.label == verdicts.DISTURBED:
             continue
-        x, y = select.samples(c.base, "e2e_ms")[0], select.samples(c.head, "e2e_ms")[0]
+        x, y = selection.samples(c.base, "e2e_ms")[0], selection.samples(c.head, "e2e_ms")[0]
         if x and y and len(x) > 1 and len(y) > 1:
             pairs.append((x, y))
     return pairs
 
 
 def calibrate(pairs: list, source: str) -> verdicts.NoiseFloor:
-    """The noise floor of A/A pairs: the same code measured in separate runs (bench.verdicts.calibrate)."""
+    """The noise floor of A/A pairs: the same code measured in separate runs (bench.stats.verdicts.calibrate)."""
     if not pairs:
         raise CompareError("calibrating needs cells with raw samples on both sides of an A/A pair (schema-2 rows)")
     return verdicts.calibrate(pairs, source=source)

@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from .. import verdicts
-from . import compare as cmp
-from . import fig_compare
-from .fmt import RC, md, text
-from .tables import markdown
+from bench.stats import verdicts
+from bench.report import compare as cmp
+from bench.report import fig_compare
+from bench.report.fmt import RC, md, text
+from bench.report.tables import markdown
 
 ENV = ("gpu", "cpu", "driver", "cuda", "cuda_alloc_conf", "torch", "transformers", "quanto", "flash_attn", "python",
        "git_sha")
@@ -103,7 +103,7 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
         lines += (markdown(pd.DataFrame([{"setup": md(s), "strategy / attention": md(lab), f"{other} has": md(has)}
                                          for s, lab, has in cells])) if cells else ["None."]) + [""]
     lines += ["## How a verdict is made", "",
-              "Cells are matched by their conditions (bench.identity: model, weights, dtype, device, batch, lengths, "
+              "Cells are matched by their conditions (bench.store.identity: model, weights, dtype, device, batch, lengths, "
               "strategy and its settings, attention, SDPA backend, compile, seed), not by GPU or library versions. "
               "Per cell: the ratio head/base of the median e2e time per call, with a 95% percentile-bootstrap interval "
               "from the raw per-call samples. It is *slower* or *faster* only when the whole interval lies outside "

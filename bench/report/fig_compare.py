@@ -16,8 +16,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from . import fmt
-from .fig_setup import Drawn, title
+from bench.report import fmt
+from bench.report.fig_setup import Drawn, title
 
 # verdict -> (colour, marker, filled)
 STYLE = {"slower": ("#d62728", ">", True), "faster": ("#1f77b4", "<", True), "within noise": ("0.45", "o", True),

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from .. import identity
-from . import fmt, select
-from .fig_setup import Drawn, bars, col, flag, holds_cache, title
+from bench.store import identity
+from bench.report import fmt, selection
+from bench.report.fig_setup import Drawn, bars, col, flag, holds_cache, title
 
 PAIR_KEY = tuple(k for k in identity.BASE_KEYS if k != "cache")
 PAIR_SIDE = ("label", "ttft_ms", "e2e_ms", "step_ms", "disturbed", "sdpa_backend_used")
@@ -76,7 +76,7 @@ def cumulative_ms(ttft, steps) -> np.ndarray | None:
 
 
 def path_text(p) -> str:
-    return select.label({"strategy": "", "cache": "", **{k: p[k] for k in PATH}}).lstrip(" /")
+    return selection.label({"strategy": "", "cache": "", **{k: p[k] for k in PATH}}).lstrip(" /")
 
 
 def any_disturbed(pp: pd.DataFrame) -> bool:
@@ -154,7 +154,7 @@ def architecture_groups(shown: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
 def arch_title(s: dict) -> str:
     w = "RANDOM WEIGHTS" if s.get("weights") == "random" else f"{s.get('weights')} weights"
     dev = s.get("device", "") + (f" ({s['gpu']})" if s.get("gpu") else "")
-    strat = select.label({**s, "strategy": ""}) + (f", seed {s['seed']}" if s.get("seed") not in ("", "0", None) else "")
+    strat = selection.label({**s, "strategy": ""}) + (f", seed {s['seed']}" if s.get("seed") not in ("", "0", None) else "")
     return (f"{w}, {dev}, {s.get('dtype')}, batch {s.get('batch')}, prompt {s.get('prompt_len')} + "
             f"{s.get('new_tokens')} new tokens, {strat}")
 
@@ -164,7 +164,7 @@ def heads_text(k: float) -> str:
 
 
 def architectures(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
-    """Left: KV cache held (measured) with the predicted KV marked; right: TPOT with whiskers (select.interval)
+    """Left: KV cache held (measured) with the predicted KV marked; right: TPOT with whiskers (selection.interval)
     and decode tok/s after each bar. One row per model, most KV heads first."""
     rows = rows if "kv_heads_n" in rows else rows.assign(kv_heads_n=col(rows, "kv_heads"))
     width = 13.0
@@ -179,7 +179,7 @@ def architectures(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     dist = [flag(v) for v in rows.get("disturbed", [None] * len(rows))]
     ends = bars(ax_kv, y, kv, kv, kv, "tab:blue", [False] * len(rows), " MiB", text_at=th)
     ax_kv.plot(th, y, "kD", ms=5, label="predicted KV (kv_theory_mib)")
-    iv = np.array([select.interval(r, "tpot_ms") for _, r in rows.iterrows()], dtype=float).reshape(len(rows), 2)
+    iv = np.array([selection.interval(r, "tpot_ms") for _, r in rows.iterrows()], dtype=float).reshape(len(rows), 2)
     t_ends = bars(ax_t, y, tpot, iv[:, 0], iv[:, 1], "tab:orange", dist, " ms")
     tok = col(rows, "decode_tok_s")
     for yi, e, v in zip(y, iv[:, 1], tok):

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.transforms import Bbox
 
-from . import fmt
-from .fig_setup import Drawn, finite_max, flag, holds_cache, ordered, title
+from bench.report import fmt
+from bench.report.fig_setup import Drawn, finite_max, flag, holds_cache, ordered, title
 
 COLUMNS = ["label", "reference", "cached", "kv_cache_mib", "kv_saved_pct", "ppl", "ppl_delta", "first_divergence",
            "agreement", "ref_ppl", "ref_prefix"]

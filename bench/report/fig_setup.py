@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.container import BarContainer
 from matplotlib.transforms import blended_transform_factory
 
-from . import fmt, select
+from bench.report import fmt, selection
 
 # Conditions written under a row's label where they differ between the rows of a setup. For the allocator
 # setting '' is itself a condition (PyTorch's defaults); for versions '' only means a row that never loaded.
@@ -192,11 +192,11 @@ def not_ok(rows: pd.DataFrame, ok, axes, y, data: dict) -> list:
 # ---------------------------------------------------------------- latency
 
 def latency(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
-    """TTFT, TPOT (whiskers: select.interval) and decode tok/s (whiskers: from TPOT's), one row per cell."""
+    """TTFT, TPOT (whiskers: selection.interval) and decode tok/s (whiskers: from TPOT's), one row per cell."""
     rows, fig, axes, y, ok, dist = setup_figure(rows, 13.0, 3)
     head = title(fig, f"Latency: {title_text}\nbars: median of timed repeats; {TIMING_NOTE}; grey rows: did not "
                  "run ok", 13.0)
-    iv = {m: np.array([select.interval(r, m) if o else (math.nan, math.nan) for o, (_, r) in zip(ok, rows.iterrows())],
+    iv = {m: np.array([selection.interval(r, m) if o else (math.nan, math.nan) for o, (_, r) in zip(ok, rows.iterrows())],
                       dtype=float).reshape(len(rows), 2) for m in ("ttft_ms", "tpot_ms")}
     with np.errstate(divide="ignore", invalid="ignore"):
         tok_iv = col(rows, "batch")[:, None] * 1000 / iv["tpot_ms"][:, ::-1]  # tok/s = batch * 1000 / tpot

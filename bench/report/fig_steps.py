@@ -13,9 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from . import fmt
-from .fig_setup import (Drawn, bars, col, fit, flag, frame, holds_cache, not_ok, ordered, placeholder,
-                        setup_figure, title)
+from bench.report import fmt
+from bench.report.fig_setup import Drawn, bars, col, fit, flag, frame, holds_cache, not_ok, ordered, placeholder, setup_figure, title
 
 SMOOTH_STEPS = 5   # rolling median over this many steps: one step is noisy
 MAX_COLS = 4

@@ -8,7 +8,7 @@ import math
 import re
 from pathlib import Path
 
-from ..identity import text
+from bench.store.identity import text
 
 __all__ = ["text", "num", "nat", "fixed", "md", "slug", "setup_title", "RC", "save", "figure", "GIB", "MIB"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from ..store import load
-from . import fig_pairs, fig_quality, fig_setup, fig_steps, select, tables
-from .fmt import RC, md, setup_title, slug, text
+from bench.store import load
+from bench.report import fig_pairs, fig_quality, fig_setup, fig_steps, selection, tables
+from bench.report.fmt import RC, md, setup_title, slug, text
 
 GLOSSARY = [
     "- **decode ms/token** (`tpot_ms`): median over the timed calls of (e2e − TTFT) / (new tokens − 1).",
@@ -78,8 +78,8 @@ def write(store="results", out="plots") -> list[Path]:
     if df.empty:
         md_lines += ["No rows in the store.", ""]
     else:
-        picked = select.pick(select.prepare(df))
-        groups = select.setups(picked.shown)
+        picked = selection.pick(selection.prepare(df))
+        groups = selection.setups(picked.shown)
         md_lines += [f"From `{md(store)}`: {len(picked.shown)} cells in {len(groups)} setups "
                      f"({int((picked.shown['status'] == 'ok').sum())} ok); {len(picked.superseded)} older rows of the "
                      "same cells left out. Random-weight setups say so in their title.", "",

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fmt
+from bench.report import fmt
 
 USAGE = ("pr BASE_REF HEAD_REF [out=pr-report] [rounds=2] [-- RUN_OVERRIDES...]  "
          "(run overrides default: sweep=quick model=tiny-llama)")
@@ -163,8 +163,8 @@ def truncate(text: str, limit: int = MAX_CHARS, where: str = "the artifact") -> 
 
 def aa_control(out: Path, done: list[Round]):
     """(floor, lines): the floor from both sides' A/A pairs pooled, and how many cells each pair flags against it."""
-    from .. import verdicts
-    from . import compare as cmp
+    from bench.stats import verdicts
+    from bench.report import compare as cmp
 
     pairs, per = [], []
     for side in ("base", "head"):
@@ -195,7 +195,7 @@ def aa_control(out: Path, done: list[Round]):
 
 
 def report(out: Path, info: dict, done: list[Round], overrides: list[str], argv: list[str]) -> int:
-    from . import compare_report, markdown
+    from bench.report import compare_report, markdown
 
     seq = " → ".join(r.run_id.replace("-", " ") for r in done)
     ran = {r.run_id for r in done}

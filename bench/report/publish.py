@@ -31,8 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import fmt
-from .pr import truncate
+from bench.report import fmt
+from bench.report.pr import truncate
 
 BRANCH = "kvbench-plots"
 NAME = r"[\w.-]+/[\w.-]+"

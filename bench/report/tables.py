@@ -1,6 +1,6 @@
 """The report's tables: a summary per setup with the winner of each question, details, rows not ok.
 
-Every function takes rows picked by bench.report.select and returns markdown lines. Disturbed rows are
+Every function takes rows picked by bench.report.selection and returns markdown lines. Disturbed rows are
 marked wherever they appear and never win anything.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import re
 
 import pandas as pd
 
-from . import select
-from .fmt import GIB, fixed, md, num, sig, text
+from bench.report import selection
+from bench.report.fmt import GIB, fixed, md, num, sig, text
 
 ENV_PER_ROW = ("cuda_alloc_conf", "torch", "transformers", "gpu", "cpu", "flash_attn")
 
@@ -130,7 +130,7 @@ def summary(rows: pd.DataFrame, setup: dict) -> list[str]:
                 "KV MiB": sig(r["kv_cache_mib"]) if ok_row else "–"}
         if quality:
             line["Δppl"] = f"{num(r['ppl_delta']):+.3f}" if not math.isnan(num(r.get("ppl_delta"))) else "–"
-        for c in select.varying(rows, ENV_PER_ROW):
+        for c in selection.varying(rows, ENV_PER_ROW):
             line[c] = md(r.get(c))
         line["note"] = _note(r) or ""
         out.append(line)
@@ -141,7 +141,7 @@ def _ci(r, metric: str) -> str:
     med = num(r[metric])
     if math.isnan(med):
         return "–"
-    lo, hi = select.interval(r, metric)
+    lo, hi = selection.interval(r, metric)
     return f"{sig(med)} [{sig(lo)}–{sig(hi)}]" if not (math.isnan(lo) or lo == hi) else sig(med)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
-from ..checks import ConfigError, unknown_key
-from .base import NotApplicable, Strategy
+from bench.config.checks import ConfigError, unknown_key
+from bench.strategies.base import NotApplicable, Strategy
 
 __all__ = ["NotApplicable", "Strategy", "build", "from_row", "reference", "settings_of"]
 
@@ -49,11 +49,12 @@ def build(spec: dict, choice: str = "") -> Strategy:
 
 def from_row(row: dict) -> Strategy:
     """The strategy object a stored row ran with: the class whose name is its `cache`, with its settings."""
-    from pathlib import Path
 
     import yaml
 
-    conf = Path(__file__).resolve().parent.parent.parent / "conf" / "cache"
+    from bench.config.paths import CONF_DIR
+
+    conf = CONF_DIR / "cache"
     for path in sorted(conf.glob("*.yaml")):
         target = (yaml.safe_load(path.read_text()) or {}).get("_target_")
         if target and _class(target).name == row.get("cache"):

@@ -1,7 +1,7 @@
 """The cache-strategy interface. Everything specific to one strategy lives in its own module beside this one.
 
 A strategy is a dataclass whose fields are its settings (they become row columns and part of the cell's
-identity). conf/cache/<name>.yaml names the class with `_target_` and sets the fields; bench.compose builds
+identity). conf/cache/<name>.yaml names the class with `_target_` and sets the fields; bench.cli.compose builds
 it, and `check()` refuses bad settings before any model loads. The runner, quality, record, report and
 compare only call these methods: none of them tests a cache name. Nothing here imports torch at module level,
 so the parent process of `bench run` stays light.
@@ -36,7 +36,7 @@ class Strategy:
 
     # ---- settings ----
     def check(self) -> None:
-        """Raise bench.checks.ConfigError (one line) for a bad setting."""
+        """Raise bench.config.checks.ConfigError (one line) for a bad setting."""
 
     def check_cell(self, cfg) -> None:
         """Refuse (ConfigError) a cell whose other conditions (attention path, lengths) these settings cannot
@@ -66,7 +66,7 @@ class Strategy:
 
     def timed_call(self, model, ids, new_tokens: int, device: str, extra: dict):
         """One timed generation: (measure.Timing, output). `extra` holds generate() arguments from other conditions."""
-        from ..measure import time_generate
+        from bench.measure.clock import time_generate
 
         return time_generate(model, ids, new_tokens, {**self.generate_kwargs(model), **extra}, device)
 
@@ -81,7 +81,7 @@ class Strategy:
         return ""
 
     def extra_columns(self, payload) -> dict:
-        """Strategy-specific measured columns from the counted cache (bench.cachebytes.CachePayload)."""
+        """Strategy-specific measured columns from the counted cache (bench.measure.cachebytes.CachePayload)."""
         return {}
 
     def teardown(self, model) -> None:
@@ -89,7 +89,7 @@ class Strategy:
 
     # ---- theory ----
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> Optional[float]:
-        """Bytes the cache holds after one generate() call, from the architecture's geometry (bench.geometry)."""
+        """Bytes the cache holds after one generate() call, from the architecture's geometry (bench.predict.geometry)."""
         return float(geometry.bytes(prompt_len, new_tokens - 1, batch))
 
     def predicted_device_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> Optional[float]:
@@ -97,7 +97,7 @@ class Strategy:
         return self.predicted_bytes(geometry, prompt_len, new_tokens, batch)
 
     def meta_cache(self, prompt_len: int, new_tokens: int) -> Optional[tuple[Optional[str], int, Optional[dict]]]:
-        """(cache_implementation, max_cache_len, cache_config) of the cache generate() builds here, where bench.metarun can
+        """(cache_implementation, max_cache_len, cache_config) of the cache generate() builds here, where bench.predict.metarun can
         build it on the meta device, so a whole call's allocations (a quantizer's transients included) are simulated
         with the strategy's own cache; None where it cannot (host copies, a paged pool): the planner then uses the
         dynamic cache's allocation pattern with this strategy's bytes."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import Strategy
+from bench.strategies.base import Strategy
 
 
 @dataclass

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .offloaded import Offloaded
-from .static import Static
+from bench.strategies.offloaded import Offloaded
+from bench.strategies.static import Static
 
 
 @dataclass

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .. import checks
-from ..checks import ConfigError
-from .base import NotApplicable, Strategy
+from bench.config import checks
+from bench.config.checks import ConfigError
+from bench.strategies.base import NotApplicable, Strategy
 
 
 def _config_fields() -> set:
@@ -60,7 +60,7 @@ class Paged(Strategy):
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        from ..measure import ShortGeneration, Timing, logged, now_ms, sync
+        from bench.measure.clock import ShortGeneration, Timing, logged, now_ms, sync
 
         batch, prompt_len = ids.shape
         fields = _config_fields()  # 5.24 calls a block a page and may swap in flash-attn unless told not to

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from .. import checks
-from ..checks import ConfigError
-from .base import Strategy
+from bench.config import checks
+from bench.config.checks import ConfigError
+from bench.strategies.base import Strategy
 
 # what transformers' quantized layers accept, their defaults, and what each needs installed
 BACKENDS = {

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import checks
-from ..checks import ConfigError
-from .base import Strategy
+from bench.config import checks
+from bench.config.checks import ConfigError
+from bench.strategies.base import Strategy
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Instruments: the clock around generate(), memory counters, the bytes a cache holds."""

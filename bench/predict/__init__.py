@@ -1,0 +1,1 @@
+"""Prediction from the architecture's own code on the meta device: KV geometry, activations, the planner."""

