@@ -10,7 +10,7 @@ import pytest
 
 from bench.stats import verdicts
 from bench.store.schema import Record
-from bench.report import compare, gpu_report as reference, selection as select
+from bench.report import gpu_report as reference, selection as select, verdict
 from bench.store import load
 from tests.conftest import run_without_torch
 
@@ -161,7 +161,7 @@ def test_repeats_quote_the_compare_verdict(tmp_path):
     md = report(tmp_path, rows(again=again))
     df = select.prepare(load(tmp_path / "store"))
     first, second = (df[(df["cache"] == "dynamic") & (df["batch"] == "1")].iloc[i].to_dict() for i in (0, 1))
-    v, _ = compare.judge(first, second, verdicts.DEFAULT_FLOOR)
+    v, _ = verdict.judge(first, second, verdicts.DEFAULT_FLOOR)
     assert v.label == "slower"
     body = section(md, "How far repeats agree")
     assert f"{v.ratio:.2f} [{v.lo:.2f}–{v.hi:.2f}]: slower" in body and ": 1 slower." in body

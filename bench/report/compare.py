@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.stats import intervals, verdicts
+from bench.stats import verdicts
 from bench.store import load
-from bench.report import selection
+from bench.report import selection, verdict
 from bench.report.fmt import nat, text
 
 PREFIX_KEYS = ("git_sha", "run_id")
@@ -125,37 +125,6 @@ def _ratio(b: dict, h: dict, col: str) -> float:
     return hv / bv if bv and not (math.isnan(bv) or math.isnan(hv)) else math.nan
 
 
-def _why(r: dict) -> list[str]:
-    return [w for w in text(r.get("disturbed_why")).split("; ") if w] if r.get("disturbed") is True else []
-
-
-def _host_us(r: dict) -> float:
-    """The host's launch probe over a row's cell: the geometric mean of its start and end readings (nan: none)."""
-    x = [float(v) for v in (r.get("launch_us"), r.get("launch_end_us")) if v is not None and float(v) > 0]
-    return math.sqrt(x[0] * x[-1]) if x else math.nan
-
-
-def host_moved(b: dict, h: dict) -> list[str]:
-    """Base and head on the same kind of machine whose host ran at different speeds (the launch probe apart by
-    more than a cell may drift within itself): a timing change there is the host's, not the code's. Across
-    GPU or CPU models the host is part of what is compared, and this says nothing."""
-    if text(b.get("gpu")) != text(h.get("gpu")) or text(b.get("cpu")) != text(h.get("cpu")):
-        return []
-    x, y = _host_us(b), _host_us(h)
-    r = intervals.speed_change(x, y)
-    if not r > intervals.MAX_LAUNCH_CHANGE:
-        return []
-    return [f"host speed differed from base's: launch probe {x:.3g} us in base, {y:.3g} in head "
-            f"({r:.2f}x > {intervals.MAX_LAUNCH_CHANGE:g}x)"]
-
-
-def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
-    bs, bfrom = selection.samples(b, "e2e_ms")
-    hs, hfrom = selection.samples(h, "e2e_ms")
-    v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=_why(b), head_disturbed=_why(h) + host_moved(b, h))
-    return v, bfrom if bfrom == hfrom else f"base {bfrom}, head {hfrom}"
-
-
 @dataclass
 class Result:
     cells: list
@@ -182,7 +151,7 @@ def compare(base: pd.DataFrame, head: pd.DataFrame, floor: verdicts.NoiseFloor, 
     cells = []
     for k in sorted(set(rows["base"]) & set(rows["head"]), key=order):
         b, h = rows["base"][k], rows["head"][k]
-        v, frm = judge(b, h, floor)
+        v, frm = verdict.judge(b, h, floor)
         cells.append(Cell(k, _setup_text(h), h["label"], b, h, v, _ratio(b, h, "ttft_ms"), _ratio(b, h, "tpot_ms"),
                           _memory(b, h), frm))
     latest = {n: selection.pick(df, "_key_nogpu") for n, df in (("base", base), ("head", head))}

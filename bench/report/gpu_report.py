@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.stats import verdicts
 from bench.store import load
-from bench.report import compare, fig_pairs, selection, tables
+from bench.report import fig_pairs, selection, tables, verdict
 from bench.report.fig_setup import flag
 from bench.report.fmt import md, nat, num, sig, slug, text
 from bench.report.gpu_facts import best, code, ms, short, status, tiny
@@ -108,7 +108,7 @@ def kv_vs_none(shown: pd.DataFrame, plots: str, floor: verdicts.NoiseFloor) -> t
     lines, labels = [], []
     for _, p in pp.iterrows():
         kv, nokv = _pair_rows(shown, p)
-        v, _ = compare.judge(kv, nokv, floor)
+        v, _ = verdict.judge(kv, nokv, floor)
         labels.append(v.label)
         iv = f" [{v.lo:.2f}–{v.hi:.2f}]" if v.lo is not None else ""
         lines.append({"setup": tiny(p), "attention": md(fig_pairs.path_text(p)),
@@ -153,7 +153,7 @@ def default(groups: list, pp: pd.DataFrame) -> Question:
 
 
 def repeats(d: pd.DataFrame, floor: verdicts.NoiseFloor) -> Question:
-    """Cells with several ok rows on this GPU: each later row against the first, by compare.judge, quoted."""
+    """Cells with several ok rows on this GPU: each later row against the first, by verdict.judge, quoted."""
     q, lines, verdicts, froms = Question(REPEATS), [], [], set()
     ok = d[d["status"] == "ok"]
     for _, g in sorted(ok.groupby("_key", sort=False), key=lambda t: (short(t[1].iloc[-1]), t[1].iloc[-1]["label"])):
@@ -161,7 +161,7 @@ def repeats(d: pd.DataFrame, floor: verdicts.NoiseFloor) -> Question:
             continue
         said = []
         for _, h in g.iloc[1:].iterrows():
-            v, frm = compare.judge(g.iloc[0].to_dict(), h.to_dict(), floor)
+            v, frm = verdict.judge(g.iloc[0].to_dict(), h.to_dict(), floor)
             froms.add(frm)
             verdicts.append((flag(h.get("compiled")), v.label))
             said.append(v)
