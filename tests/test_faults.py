@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.test_cli import SMALL, Launched, _argv, bench, store_rows
+from tests.test_cli import SMALL, Launched, _argv, bench, small, store_rows
 
 
 def _by_cache(rows):
@@ -34,7 +34,7 @@ def test_a_killed_worker_costs_one_cell(subprocess_env, tmp_path):
 def test_a_hung_cell_is_killed_at_its_timeout(subprocess_env, tmp_path):
     store = tmp_path / "s"
     # 2000 new tokens on the tiny model take far longer than 0.5 s; the next cell still runs
-    r = bench(["run", "-m", *SMALL, "new_tokens=400", "repeats=3", "cache=dynamic", "cell_timeout_s=0.5",
+    r = bench(["run", "-m", *small("new_tokens=400", "repeats=3"), "cache=dynamic", "cell_timeout_s=0.5",
                f"store={store}"], subprocess_env, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     _, rows = store_rows(store)

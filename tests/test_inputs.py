@@ -83,14 +83,14 @@ RUN_CASES = [
 OTHER_CASES = [
     (["report", "store=/nonexistent"], ["store=/nonexistent", "does not exist"]),
     (["report", "store="], ["store=", "empty"]),
-    (["report", "bogus=1"], ["bogus", "not an option"]),
+    (["report", "bogus=1"], ["bogus", "not a setting of bench report"]),
     (["report", "out=/proc/kvbench-out"], ["out=/proc/kvbench-out", "not writable"]),
     (["compare", "results"], ["expected 2", "BASE"]),
     (["compare", "/nonexistent-a", "/nonexistent-b"], ["base store", "not found"]),
     (["compare", "results", "results", "calibrate=maybe"], ["calibrate=maybe", "true or false"]),
     (["compare", "results", "results", "noise=/nonexistent.json"], ["noise=/nonexistent.json", "noise file"]),
     (["compare", "results@git_sha=zzzz", "results"], ["git_sha", "zzzz", "matches no rows"]),
-    (["compare", "results", "results", "metric=tpot"], ["metric", "not an option"]),
+    (["compare", "results", "results", "metric=tpot"], ["metric", "not a setting of bench compare"]),
     (["plan", "model=gpt2", "gpu=h100", "batch=0"], ["batch=0", "positive integer"]),
     (["plan", "model=gpt2", "gpu=h100", "batch=-1"], ["batch=-1", "positive integer"]),
     (["plan", "model=gpt2", "gpu=h100", "prompt_len=0"], ["prompt_len=0", "positive integer"]),
@@ -124,7 +124,9 @@ def test_bad_run_input(argv, words, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner, "_loaded", {})
     store = tmp_path / "store"
     extra = [] if any(a.startswith("store=") for a in argv) else [f"store={store}"]
-    code = entry.main(["run", *T, *argv, *extra])
+    given = {a.split("=", 1)[0].lstrip("+~") for a in argv}
+    base = [t for t in T if t.split("=", 1)[0] not in given]  # each key once: the case's value replaces T's
+    code = entry.main(["run", *base, *argv, *extra])
     _one_line(capsys, code, words)
     assert not list(store.glob("*.jsonl")), "a bad input wrote a row"
     assert not runner._loaded, "a model loaded before the input was checked"
@@ -146,7 +148,7 @@ def test_report_out_that_is_a_file(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("argv, words", [
     (["run", *T, "cache=quantized_int2", "nbits=4"], ["nbits=4", "quantized_int2"]),
     (["run", *T, "model.arch.n_layer=abc"], ["model.arch", "tiny-gpt2", "n_layer"]),
-    (["run", *T, "device=cuda"], ["device=cuda", "no CUDA GPU"]),
+    (["run", *[t for t in T if not t.startswith("device=")], "device=cuda"], ["device=cuda", "no CUDA GPU"]),
     (["plan", "model=gpt2", "gpu=h100", "batch=0"], ["batch=0"]),
 ])
 def test_the_real_entry_point(argv, words, subprocess_env, tmp_path):

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from bench.store.schema import Record
+from bench.cli.main import main as bench_main
 from bench.report import pr, publish
+
+
+def pr_main(argv: list[str]) -> int:
+    return bench_main(["pr", *argv])
 
 CELLS = [(cache, attn) for cache in ("dynamic", "static", "none") for attn in ("sdpa", "eager")]
 
@@ -97,7 +102,7 @@ def worktrees(repo) -> list[str]:
 
 def test_slowdown_flagged_against_merge_base_abba(env, capsys):
     fork, head = env["make"](head_speed="1.3")
-    assert pr.main(["main", "feature", f"out={env['out']}"]) == 0
+    assert pr_main(["main", "feature", f"out={env['out']}"]) == 0
     out, runs = env["out"], trace(env)
     assert [r["run_id"] for r in runs] == ["base-r1", "head-r1", "head-r2", "base-r2"]       # ABBA
     err = capsys.readouterr().err.strip().splitlines()
@@ -126,7 +131,7 @@ def test_slowdown_flagged_against_merge_base_abba(env, capsys):
 
 def test_identical_code_not_flagged(env):
     env["make"](head_speed="1.0")
-    assert pr.main(["main", "feature", f"out={env['out']}", "--", "sweep=quick", "model=tiny-llama", "repeats=3"]) == 0
+    assert pr_main(["main", "feature", f"out={env['out']}", "--", "sweep=quick", "model=tiny-llama", "repeats=3"]) == 0
     md = (env["out"] / "pr.md").read_text()
     assert "6 within noise" in md and "None beyond noise." in md
     assert trace(env)[0]["argv"][:3] == ["sweep=quick", "model=tiny-llama", "repeats=3"]
@@ -134,7 +139,7 @@ def test_identical_code_not_flagged(env):
 
 def test_base_cannot_run_reports_head_alone(env, capsys):
     env["make"](base_speed="fail", head_speed="1.0")
-    assert pr.main(["main", "feature", f"out={env['out']}"]) == 0
+    assert pr_main(["main", "feature", f"out={env['out']}"]) == 0
     out = env["out"]
     assert [r["run_id"] for r in trace(env)] == ["base-r1", "head-r1", "head-r2"]   # base not tried again
     md = (out / "pr.md").read_text()
@@ -147,7 +152,7 @@ def test_base_cannot_run_reports_head_alone(env, capsys):
 
 def test_head_fails_exit_1(env):
     env["make"](head_speed="fail")
-    assert pr.main(["main", "feature", f"out={env['out']}"]) == 1
+    assert pr_main(["main", "feature", f"out={env['out']}"]) == 1
     assert [r["run_id"] for r in trace(env)] == ["base-r1", "head-r1"]
     assert "head failed" in (env["out"] / "pr.md").read_text()
     assert len(worktrees(env["repo"])) == 1
@@ -160,7 +165,7 @@ def test_worktrees_removed_when_a_round_raises(env, monkeypatch):
         raise KeyboardInterrupt("cancelled")
     monkeypatch.setattr(pr, "run_round", boom)
     with pytest.raises(KeyboardInterrupt):
-        pr.main(["main", "feature", f"out={env['out']}"])
+        pr_main(["main", "feature", f"out={env['out']}"])
     assert len(worktrees(env["repo"])) == 1
 
 
@@ -168,12 +173,12 @@ def test_worktrees_removed_when_a_round_raises(env, monkeypatch):
     (["nope", "feature"], "BASE_REF 'nope' is not a commit"),
     (["main"], "expected BASE_REF and HEAD_REF"),
     (["main", "feature", "rounds=1"], "rounds=1 must be"),
-    (["main", "feature", "sweep=quick"], "sweep is not an option of pr"),
+    (["main", "feature", "sweep=quick"], "sweep is not a setting of bench pr"),
     (["main", "feature", "--", "store=x"], "store= is set by pr"),
 ])
 def test_bad_input_one_line_exit_2(env, capsys, argv, words):
     env["make"]()
-    assert pr.main(argv) == 2
+    assert pr_main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
     assert not trace(env)
@@ -232,10 +237,10 @@ def test_publish_cli_fallback_and_artifact_mode(remote, tmp_path, monkeypatch, c
     out = remote["out"]
     monkeypatch.chdir(remote["work"])
     git(remote["work"], "remote", "set-url", "origin", str(tmp_path / "missing.git"))
-    assert publish.main([str(out), "pr=7", "run=1", "repo=octo/kv", "to=" + str(tmp_path / "c.md")]) == 0
+    assert bench_main(["publish", str(out), "pr=7", "run=1", "repo=octo/kv", "to=" + str(tmp_path / "c.md")]) == 0
     assert "::warning::" in capsys.readouterr().err
     c = (tmp_path / "c.md").read_text()
     assert "*figure head/base ratios: `compare_ratios.png` in the artifact of this run*" in c and "could not" in c
-    assert publish.main([str(out), "mode=artifact", "artifact=kv-7", "to=" + str(tmp_path / "s.md")]) == 0
+    assert bench_main(["publish", str(out), "mode=artifact", "artifact=kv-7", "to=" + str(tmp_path / "s.md")]) == 0
     assert "in the artifact `kv-7`" in (tmp_path / "s.md").read_text()
-    assert publish.main([str(out), "pr=7"]) == 2 and "needs pr=N run=ID repo=" in capsys.readouterr().err
+    assert bench_main(["publish", str(out), "pr=7"]) == 2 and "needs pr=N run=ID repo=" in capsys.readouterr().err

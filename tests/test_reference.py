@@ -13,6 +13,12 @@ from bench.store.schema import Record
 from bench.report import gpu_report as reference, selection as select, verdict
 from bench.store import load
 from tests.conftest import run_without_torch
+from bench.cli.main import main as bench_main
+
+
+def gpu_report_main(argv: list[str]) -> int:
+    return bench_main(["gpu-report", *argv])
+
 
 GPU = "NVIDIA H200"
 BASE = dict(model="tiny-llama", model_source="architecture config", weights="random", dtype="bfloat16", device="cuda",
@@ -79,7 +85,7 @@ def write(tmp_path: Path, rs: list[dict], name: str = "store") -> Path:
 def report(tmp_path: Path, rs: list[dict], name: str = "store") -> str:
     store = write(tmp_path, rs, name)
     out = tmp_path / f"{name}-report.md"
-    assert reference.main([f"store={store}", f"gpu={GPU}", f"out={out}", f"plots={tmp_path / 'plots'}"]) == 0
+    assert gpu_report_main([f"store={store}", f"gpu={GPU}", f"out={out}", f"plots={tmp_path / 'plots'}"]) == 0
     return out.read_text()
 
 
@@ -177,15 +183,15 @@ def test_kv_cache_vs_no_cache_ratio(tmp_path):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["store={store}"], "gpu= is required"),
+    (["store={store}"], "needs gpu="),
     (["store={store}", "gpu=NVIDIA A100"], "has no rows"),
-    (["store={store}", f"gpu={GPU}", "colour=red"], "is not an option"),
+    (["store={store}", f"gpu={GPU}", "colour=red"], "is not a setting of bench gpu-report"),
     (["store={store}/nowhere", f"gpu={GPU}"], "does not exist"),
     (["store={store}", f"gpu={GPU}", "out={store}"], "is a directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
     store = write(tmp_path, rows())
-    assert reference.main([a.format(store=store) for a in argv]) == 2
+    assert gpu_report_main([a.format(store=store) for a in argv]) == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1
 
@@ -193,14 +199,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, says):
 def test_default_out_and_gpu_slug(tmp_path):
     store = write(tmp_path, rows())
     assert reference.gpu_slug("NVIDIA H100 80GB HBM3") == "h100" and reference.gpu_slug(GPU) == "h200"
-    assert reference.main([f"store={store}", f"gpu={GPU}", f"plots={tmp_path / 'plots'}"]) == 0
+    assert gpu_report_main([f"store={store}", f"gpu={GPU}", f"plots={tmp_path / 'plots'}"]) == 0
     md = (store / "h200-report.md").read_text()
     assert "(../plots/latency_tiny-llama_random_cuda_nvidia-h200_bfloat16_b1_p512_n33.png)" in md
 
 
 def test_no_torch(tmp_path):
     store = write(tmp_path, rows())
-    res = run_without_torch("import sys; from bench.report import gpu_report as reference; "
-                            "assert reference.main(sys.argv[1:]) == 0",
+    res = run_without_torch("import sys; from bench.cli.main import main; "
+                            "assert main(['gpu-report', *sys.argv[1:]]) == 0",
                             [f"store={store}", f"gpu={GPU}", f"out={tmp_path / 'r.md'}"], tmp_path)
     assert res.returncode == 0, res.stderr

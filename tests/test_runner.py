@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.measure import clock as measure, memory
+from bench.measure import clock as measure, memory, watch
 from bench.run import models, cell as runner
 from bench.run.cell import run_cell
 
@@ -483,7 +483,7 @@ def test_sdpa_profile_covers_prefill_and_four_steps_then_stops(make_cfg, monkeyp
     put, stop = measure.TokenMarks.put, tp.profile.stop
     monkeypatch.setattr(measure.TokenMarks, "put", lambda self, v: (events.append("token"), put(self, v))[1])
     monkeypatch.setattr(tp.profile, "stop", lambda self: (events.append("stop"), stop(self))[1])
-    seen = measure.sdpa_backends_seen(lambda: measure.time_generate(model, ids, 20, {}, "cpu"))
+    seen = watch.sdpa_backends_seen(lambda: measure.time_generate(model, ids, 20, {}, "cpu"))
     assert events.count("stop") == 1
     # the prompt's put, then 5 new tokens (prefill's token + 4 steps), then the stop, then the rest
     assert events.index("stop") == 6 and events.count("token") == 21
@@ -520,11 +520,11 @@ def test_compile_watch_counts_breaks_and_the_recompile_limit():
         return x
 
     torch._dynamo.reset()
-    with torch._dynamo.config.patch(recompile_limit=2), measure.compile_watch() as seen:
+    with torch._dynamo.config.patch(recompile_limit=2), watch.compile_watch() as seen:
         torch.compile(net, backend="eager")(torch.ones(3))
     assert seen["graph_breaks"] >= 2
     assert seen["recompile_limit_hits"] >= 1
-    with measure.compile_watch() as nothing:
+    with watch.compile_watch() as nothing:
         net(torch.ones(3))  # not compiled
     assert nothing == {"graph_breaks": 0, "recompile_limit_hits": 0}
 
@@ -606,7 +606,7 @@ def test_a_stored_schema_1_row_is_the_same_cell_today(make_cfg):
 
     from bench import store
     from bench.store import identity
-    from bench.store.schema import conditions
+    from bench.run.record import conditions
 
     stored = [json.loads(ln) for ln in (Path(__file__).parent.parent / "results" /
                                         "20261123T150955-vm-1329.jsonl").read_text().splitlines()]

@@ -8,6 +8,7 @@ once: a value the chosen preset or the command line already set differently is a
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
@@ -24,6 +25,10 @@ SHORTCUTS = {"nbits": ("cache", "nbits"), "quant_backend": ("cache", "quant_back
 TOP = tuple(k for k in field_names(RunConfig) if k not in GROUPS)
 
 
+# Hydra overrides bench run takes: a launcher and its settings (scale-out), and where a sweep's multirun.yaml goes
+HYDRA_KEYS = ("hydra/launcher", "hydra.launcher.", "hydra.sweep.dir")
+
+
 @dataclass
 class Parsed:
     overrides: list          # hydra Override objects, in order
@@ -31,37 +36,44 @@ class Parsed:
 
 
 def normalize(argv: list[str]) -> list[str]:
-    """`cache.X=v` becomes `++cache.X=v`: a strategy's settings differ by strategy, so Hydra must not refuse
-    one the default cache lacks; `build` then names the setting and the strategy if it is wrong."""
-    return [f"++{a}" if a.startswith("cache.") else a for a in argv]
+    """`cache.X=v` and `model.X=v` become `++cache.X=v` / `++model.X=v`: a strategy's settings differ by strategy and
+    a model's conf file names only the fields it sets, so Hydra must not refuse one the chosen file lacks;
+    `build` then checks the setting against the strategy or ModelConfig and names it if it is wrong."""
+    out = []
+    for a in argv:
+        bare = a.lstrip("+")
+        out.append(f"++{bare}" if bare.startswith(("cache.", "model.")) and "=" in bare else a)
+    return out
 
 
-def parse(argv: list[str]) -> Parsed:
-    """Check each override's key (and group choice) before Hydra sees it: one line per mistake."""
+def parse(argv: list[str], multirun: bool = False) -> Parsed:
+    """Check each override's key (and group choice) before Hydra sees it: one line per mistake, each key once."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    multirun = False
-    args = []
     for a in argv:
-        if a in ("-m", "--multirun"):
-            multirun = True
-        elif a.startswith("-"):
+        if a.startswith("-"):
             raise ConfigError(f"{a} is not an option of bench run; pass key=value overrides and -m to sweep")
-        else:
-            args.append(a)
     try:
-        overrides = OverridesParser.create().parse_overrides(args)
+        overrides = OverridesParser.create().parse_overrides(argv)
     except HydraException as e:
         raise ConfigError(f"cannot read the overrides: {str(e).splitlines()[0]}") from None
+    seen: dict[str, str] = {}
     for o in overrides:
         _check_key(o)
+        key = o.key_or_group
+        if key in seen:
+            raise ConfigError(f"{key} is given twice ({seen[key]}, {o.input_line.lstrip('+')}); give it once")
+        seen[key] = o.input_line.lstrip("+")
     return Parsed(overrides, multirun)
 
 
 def _check_key(o) -> None:
     key = o.key_or_group
-    if o.is_hydra_override():
+    if key.startswith("hydra") or o.is_hydra_override():
+        if not key.startswith(HYDRA_KEYS):
+            raise ConfigError(f"{key} is not a Hydra setting bench run uses (rows go to store=, Hydra writes nothing "
+                              "where you run); allowed: hydra/launcher=NAME, hydra.launcher.*, hydra.sweep.dir")
         return
     if o.is_delete():
         raise ConfigError(f"~{key}: removing a setting is not supported; set it to another value")
@@ -80,10 +92,11 @@ def _check_key(o) -> None:
             raise unknown_key(key, (*TOP, *GROUPS), " of bench run")
         if rest not in known:
             raise unknown_key(key, [f"{group}.{k}" for k in known], f" of {group}")
+        return  # model.X / attn.X: the + forms mean the same
     elif key not in TOP:
         # Hydra suggests '+key=' for unknown keys: that would only hide the typo
         raise unknown_key(key, (*TOP, *GROUPS), " of bench run")
-    if o.is_add() and not key.startswith("model.arch."):
+    if o.is_add():
         raise ConfigError(f"+{key}: {key} exists already; write {key}=VALUE without the +")
 
 
@@ -162,13 +175,25 @@ def _section(cls, values: dict, group: str):
     return cls(**values)
 
 
-def cells(argv: list[str], positions: bool = True) -> list[RunConfig]:
-    """Every cell `bench run ARGV` would run, composed and checked; ConfigError (one line) at the first bad one."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+def jobs(params: list[str], overrides: list) -> list[list[str]]:
+    """Every job of a sweep as its override list: the sweep file's params, then the command line's (which replaces
+    a param of the same key), each comma list expanded, all combinations in order (Hydra's basic sweeper's rule)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = parse(normalize(argv))
+    merged: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(params) + list(overrides):
+        key = o.get_key_element()
+        values = [f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        merged.pop(o.key_or_group, None)
+        merged[o.key_or_group] = values
+    return [list(job) for job in itertools.product(*merged.values())]
+
+
+def cells(argv: list[str], multirun: bool = False, positions: bool = True) -> list[RunConfig]:
+    """Every cell `bench run [-m] ARGV` would run, composed and checked; ConfigError (one line) at the first bad one."""
+    from hydra import compose, initialize_config_dir
+
+    parsed = parse(normalize(argv), multirun)
     plain = [o.input_line for o in parsed.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
@@ -179,14 +204,14 @@ def cells(argv: list[str], positions: bool = True) -> list[RunConfig]:
             swept = [o.input_line for o in parsed.overrides if o.is_sweep_override()]
             if swept:
                 raise ConfigError(f"{swept[0]} lists several values; add -m to sweep them")
-            jobs = [plain]
+            todo = [plain]
         else:
             params = head.hydra.sweeper.get("params")
             params = [f"{k}={v}" for k, v in (OmegaConf.to_container(params) if params else {}).items()]
-            jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params + plain), None)[0]
+            todo = jobs(params, parsed.overrides)
         out, used = [], set()
-        for job in jobs:
-            conf = compose("config", overrides=list(job), return_hydra_config=True)
+        for job in todo:
+            conf = compose("config", overrides=job, return_hydra_config=True)
             choice = conf.hydra.runtime.choices.get("cache", "")
             d = OmegaConf.to_container(conf, resolve=True)
             cfg, u = build(d, [o for o in job if not o.startswith("hydra")], choice, sweeping, positions)

@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.cli import compose
 from bench.predict import geometry, formula, planner
 from bench.config.checks import ConfigError, unknown_key
-from bench.run.models import arch_config, max_positions, planned_dtype
+from bench.predict.arch import arch_config, max_positions, planned_dtype
 from bench.cli.progress import console
 
 PLAN_KEYS = ("gpu", "alloc")

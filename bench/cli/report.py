@@ -1,80 +1,37 @@
-"""`bench report` and `bench compare`: arguments checked before anything is drawn (one line, exit 2)."""
+"""The verbs that read the store: report, compare, gpu-report, pr. Arguments are checked here, before anything is
+drawn; the work is bench.report's (which never imports torch)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-from bench.stats import verdicts
-from bench.store import check_writable
-from bench.report import fmt
-
-REPORT_HELP = "report [store=results] [out=plots]"
-COMPARE_HELP = "compare BASE HEAD [out=plots] [noise=noise.json] [calibrate=true] [pool=true]"
+from bench.cli.args import Option, UsageError, boolean, existing, nonempty, options, positive_int, writable_dir
 
 
-class UsageError(ValueError):
-    pass
-
-
-def _pairs(argv: list[str], allowed: dict, usage: str, positional: int = 0) -> tuple[dict, list]:
-    spec = lambda a: "@" not in a and "/" not in a.partition("=")[0] and not Path(a).exists()  # noqa: E731
-    opts, pos, unknown = fmt.options(argv, allowed, spec)
-    if unknown:
-        raise UsageError(f"{unknown[0]} is not an option; usage: {usage}")
-    if len(pos) != positional:
-        raise UsageError(f"expected {positional or 'no'} positional argument(s), got {len(pos)}"
-                         f"{' (' + ', '.join(map(repr, pos)) + ')' if pos else ''}; usage: {usage}")
-    return opts, pos
-
-
-def _bool(key: str, v: str) -> bool:
-    if v.lower() not in ("true", "false"):
-        raise UsageError(f"{key}={v} must be true or false")
-    return v.lower() == "true"
-
-
-def writable_dir(key: str, path: str) -> Path:
-    """The output directory, made if need be; UsageError naming the key when it cannot hold files."""
-    if not path:
-        raise UsageError(f"{key}= is empty; give a directory")
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"{key}={path} is a file, not a directory")
-    try:
-        check_writable(p, key)
-    except OSError as e:
-        raise UsageError(str(e)) from None
-    return p
-
-
-def _store(path: str) -> str:
-    if not path:
-        raise UsageError("store= is empty; give the results directory or a .jsonl file")
-    if not Path(path).exists():
-        raise UsageError(f"store={path} does not exist; give the results directory or a .jsonl file")
-    return path
-
-
-def _fail(e: Exception) -> int:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+def _store_error(e: Exception) -> UsageError:
+    return UsageError(str(e))
 
 
 def report(argv: list[str]) -> int:
     from bench.report import markdown
+    from bench.store import StoreError
 
+    opts, pos = options(argv, {"store": Option("results", check=existing), "out": Option("plots")}, "report")
+    if pos:
+        raise UsageError(f"report takes only key=value options, not {pos[0]!r}; usage: report [store=results] [out=plots]")
+    existing("store", opts["store"])
+    out = writable_dir("out", opts["out"])
     try:
-        opts, _ = _pairs(argv, {"store": "results", "out": "plots"}, REPORT_HELP)
-        store, out = _store(opts["store"]), writable_dir("out", opts["out"])
-    except UsageError as e:
-        return _fail(e)
-    paths = markdown.write(store, out)
+        paths = markdown.write(opts["store"], out)
+    except StoreError as e:
+        raise _store_error(e) from None
     print(f"report: {len(paths)} files in {out} (open {out / 'report.md'})")
     return 0
 
 
-def noise_floor(path: str) -> verdicts.NoiseFloor:
+def _noise_floor(path: str):
+    from bench.stats import verdicts
+
     try:
         return verdicts.NoiseFloor.from_dict(json.loads(Path(path).read_text()))
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -84,17 +41,73 @@ def noise_floor(path: str) -> verdicts.NoiseFloor:
 def compare(argv: list[str]) -> int:
     from bench.report import compare as cmp
     from bench.report import compare_report
+    from bench.stats import verdicts
+    from bench.store import StoreError
 
+    usage = "compare BASE HEAD [out=plots] [noise=noise.json] [calibrate=true] [pool=true]"
+    opts, pos = options(argv, {"out": Option("plots"), "noise": Option(""), "calibrate": Option("false", check=boolean),
+                               "pool": Option("false", check=boolean)}, "compare")
+    if len(pos) != 2:
+        raise UsageError(f"expected 2 positional arguments (BASE HEAD), got {len(pos)}"
+                         f"{' (' + ', '.join(map(repr, pos)) + ')' if pos else ''}; usage: {usage}")
+    calibrate, pool = opts["calibrate"] is True, opts["pool"] is True
+    if calibrate and opts["noise"]:
+        raise UsageError("calibrate=true measures the noise floor; it takes no noise= file")
+    floor = _noise_floor(opts["noise"]) if opts["noise"] else verdicts.DEFAULT_FLOOR
+    out = writable_dir("out", opts["out"])
     try:
-        opts, (base, head) = _pairs(argv, {"out": "plots", "noise": "", "calibrate": "false", "pool": "false"},
-                                    COMPARE_HELP, positional=2)
-        calibrate, pool = _bool("calibrate", opts["calibrate"]), _bool("pool", opts["pool"])
-        if calibrate and opts["noise"]:
-            raise UsageError("calibrate=true measures the noise floor; it takes no noise= file")
-        floor = noise_floor(opts["noise"]) if opts["noise"] else verdicts.DEFAULT_FLOOR
-        out = writable_dir("out", opts["out"])
-        paths = compare_report.write(base, head, out, floor, pool, calibrate)
-    except (UsageError, cmp.CompareError) as e:
-        return _fail(e)
+        paths = compare_report.write(pos[0], pos[1], out, floor, pool, calibrate)
+    except (cmp.CompareError, StoreError) as e:
+        raise UsageError(str(e)) from None
     print(f"compare: {len(paths)} files in {out} (open {out / 'compare.md'})")
     return 0
+
+
+def gpu_report(argv: list[str]) -> int:
+    from bench.report import gpu_report as gr
+    from bench.store import StoreError
+
+    opts, pos = options(argv, {"gpu": Option(""), "store": Option("results", check=existing), "out": Option(""),
+                               "plots": Option("plots", check=nonempty)}, "gpu-report")
+    if pos:
+        raise UsageError(f"gpu-report takes only key=value options, not {pos[0]!r}")
+    if not opts["gpu"]:
+        raise UsageError("gpu-report needs gpu= (the gpu column's exact text, e.g. gpu=\"NVIDIA H200\")")
+    existing("store", opts["store"])
+    if opts["out"] and Path(opts["out"]).is_dir():
+        raise UsageError(f"out={opts['out']} is a directory; give the report's file name")
+    try:
+        path = gr.write(opts["store"], opts["gpu"], opts["out"], opts["plots"])
+    except (gr.UsageError, StoreError) as e:
+        raise UsageError(str(e)) from None
+    print(f"gpu report: {path}")
+    return 0
+
+
+def pr(argv: list[str], run_overrides: list[str]) -> int:
+    from bench.report import pr as prmod
+
+    try:
+        opts, refs = options(argv, {"out": Option("pr-report", check=nonempty),
+                                    "rounds": Option("2", check=lambda k, v: positive_int(k, v, 2))}, "pr")
+    except UsageError as e:
+        raise UsageError(f"{e}; the run's own overrides go after --") from None
+    if len(refs) != 2:
+        raise UsageError(f"expected BASE_REF and HEAD_REF, got {len(refs)} ref(s); usage: {prmod.USAGE}")
+    overrides = run_overrides or list(prmod.DEFAULT_OVERRIDES)
+    if any(o.split("=", 1)[0].lstrip("+~") == "store" for o in overrides):
+        raise UsageError("store= is set by pr (OUT/stores/base and OUT/stores/head); leave it out of the run overrides")
+    return prmod.run(refs, opts["out"], int(opts["rounds"]), overrides, [*argv, *(["--", *run_overrides] if run_overrides else [])])
+
+
+def publish(argv: list[str]) -> int:
+    from bench.report import publish as pub
+
+    opts, pos = options(argv, {k: Option(v) for k, v in pub.OPTIONS.items()}, "publish")
+    if len(pos) != 1:
+        raise UsageError(f"publish takes one OUT directory (holding {opts['md']}), got {len(pos)}")
+    try:
+        pub.check(opts, pos[0])
+    except pub.PublishError as e:
+        raise UsageError(str(e)) from None
+    return pub.run(opts, pos[0])

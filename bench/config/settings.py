@@ -8,6 +8,7 @@ strategy's settings live in its own class (bench/strategies/); the top-level `nb
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
@@ -17,6 +18,7 @@ from bench.config.checks import ConfigError
 ATTNS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 COMPILE = ("auto", "off")
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 WEIGHTS = ("auto", "real", "random")
@@ -78,10 +80,16 @@ class RunConfig:
     repeats: Any = "auto"               # auto: until the median is known to `precision`; or a fixed count
     precision: float = 0.01             # repeats=auto: target half-width of the median's 95% interval, relative
     max_repeats: int = 50               # repeats=auto: at most this many timed calls
-    cell_budget_s: float = 30.0         # repeats=auto: stop adding repeats once they took this long
+    cell_budget_s: float = 30.0         # repeats=auto: seconds of timed calls a cell may take, shared by its rounds
+    rounds: int = 3                     # worker processes that time each cell, interleaved over the sweep's cells
+    budget_s: Optional[float] = None    # a sweep's wall-time budget: race the cells (first pass, then contenders)
+    compile_budget_s: float = 60.0      # with isolate: a cell's warm-up (compile included) may take this long
+    threads: Any = "auto"               # torch intra-op threads in the worker: auto (torch's choice) or a count
+    gpus: Optional[str] = None          # all, or GPU indices (0,1): one worker per GPU, cells spread over them
     device: str = "auto"
     device_map: Optional[str] = None    # 'auto': accelerate spreads a too-large model over GPUs (real weights)
     compile: str = "auto"               # auto: what transformers does (compiles static caches on GPU); off
+    compile_mode: str = "auto"          # with compile=auto: torch.compile mode of that compile (auto: transformers')
     seed: int = 0
     store: str = "results"
     quality: str = "auto"               # auto: ppl + greedy agreement when weights are real; on; off
@@ -110,10 +118,28 @@ class RunConfig:
         checks.number("precision", self.precision, 0, 1)
         checks.integer("max_repeats", self.max_repeats, 1)
         checks.number("cell_budget_s", self.cell_budget_s, 0)
+        checks.integer("rounds", self.rounds, 1)
+        if self.budget_s is not None:
+            checks.number("budget_s", self.budget_s, 0)
+        checks.number("compile_budget_s", self.compile_budget_s, 0)
+        if self.threads != "auto":
+            try:
+                checks.integer("threads", self.threads, 1)
+            except ConfigError:
+                raise ConfigError(f"threads={self.threads} must be auto or a positive integer") from None
+        if self.gpus is not None:
+            self.gpus = str(self.gpus)  # gpus=0 reads as an int
+            if not re.fullmatch(r"all|\d+(,\d+)*", self.gpus) or len(set(self.gpus.split(","))) != len(self.gpus.split(",")):
+                raise ConfigError(f"gpus={self.gpus} must be all or distinct GPU indices such as 0,1")
+            if self.device == "cpu":
+                raise ConfigError(f"gpus={self.gpus} contradicts device=cpu; drop one of them")
         checks.one_of("device", self.device, DEVICES)
         if self.device_map is not None:
             checks.one_of("device_map", self.device_map, ("auto",))
         checks.one_of("compile", self.compile, COMPILE)
+        checks.one_of("compile_mode", self.compile_mode, COMPILE_MODES)
+        if self.compile == "off" and self.compile_mode != "auto":
+            raise ConfigError(f"compile_mode={self.compile_mode} contradicts compile=off; give one of them")
         checks.integer("seed", self.seed, 0)
         checks.text("store", self.store)
         checks.one_of("quality", self.quality, QUALITY)

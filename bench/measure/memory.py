@@ -24,15 +24,18 @@ def model_bytes(model) -> int:
     return total
 
 
-def reset_peak(device: str) -> None:
+def reset_peak(device: str) -> Optional[int]:
+    """Start a new peak; returns the bytes in use right now (CUDA: allocated; CPU: the process's RSS)."""
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    else:
-        # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
+        return torch.cuda.memory_allocated()
+    # Linux: writing 5 to clear_refs resets VmHWM (peak RSS) to the current RSS.
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        m = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+        return int(m.group(1)) * 1024 if m else None
+    except OSError:
+        return None
 
 
 def peak_bytes(device: str) -> tuple[int, Optional[int]]:

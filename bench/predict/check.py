@@ -14,7 +14,7 @@ from bench.predict import formula, planner
 from bench import strategies
 from bench.config.paths import CONF_DIR
 from bench.config.settings import ModelConfig
-from bench.run.models import arch_config
+from bench.predict.arch import arch_config
 
 GIB = 2**30
 

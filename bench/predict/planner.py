@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from bench.predict import activations, geometry, formula
-from bench.run.models import arch_config, planned_dtype
+from bench.predict.arch import arch_config, planned_dtype
 
 # what the planner raises for a cache the architecture refuses (or a quantizer it cannot find): no plan, no crash
 CANNOT_PLAN = (ValueError, ImportError, NotImplementedError)

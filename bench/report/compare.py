@@ -86,6 +86,11 @@ def _pooled(df: pd.DataFrame) -> dict:
             vals = [v for _, x in rows.iterrows() for v in (selection.samples(x, m)[0] or [])]
             r[f"{m[:-3]}_samples_ms"] = vals
             r[m] = float(pd.Series(vals).median()) if vals else r[m]
+        rounds = [v for x in rows["round_e2e_ms"] if isinstance(x, list) for v in x if v]
+        sds = [float(v) for v in rows["run_sd_rel"] if v is not None and v == v]
+        if rounds and len(sds) == len(rows):  # every run's rounds, and their runs' spread between processes
+            r["round_e2e_ms"], r["run_sd_rel"] = rounds, math.sqrt(sum(v * v for v in sds) / len(sds))
+            r["run_sd_df"] = float(min(rows["run_sd_df"]))
         r["disturbed"] = any(v is True for v in rows["disturbed"])
         r["disturbed_why"] = "; ".join(sorted({text(v) for v in rows["disturbed_why"]} - {""}))
         out[key] = r

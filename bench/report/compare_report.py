@@ -39,11 +39,31 @@ def floor_text(floor: verdicts.NoiseFloor) -> str:
             "and pass `calibrate=true`, or `noise=noise.json` from such a run)")
 
 
+def _basis_line(cells: list, floor: verdicts.NoiseFloor) -> str:
+    """What the verdicts rest on, and what could not be judged against measured reproducibility."""
+    by = Counter("rounds" if c.time.basis.startswith("measured") else "floor" for c in cells)
+    parts = []
+    if by["rounds"]:
+        parts.append(f"{by['rounds']} cells judged against their measured reproducibility (rounds in separate "
+                     "processes, 99%)")
+    if by["floor"]:
+        parts.append(f"{by['floor']} cells could not be judged on reproducibility (a side measured in one process): "
+                     f"judged against a noise floor of {floor_text(floor)}")
+    detect = [c.time.detectable for c in cells if c.time.detectable is not None]
+    if detect:
+        parts.append(f"smallest detectable change {min(detect):.1%} to {max(detect):.1%} "
+                     f"(median {sorted(detect)[len(detect) // 2]:.1%})")
+    return "Timing verdicts: " + "; ".join(parts) + "." if parts else "No timing verdicts."
+
+
 def _row(c: cmp.Cell) -> dict:
     v = c.time
     verdict = f"**{v.label}**" if v.label in CHANGED else v.label
-    return {"setup": md(c.setup), "strategy / attention": md(c.label), "e2e head/base [95% CI]": _ci(v),
-            "verdict": verdict, "TTFT ×": _r(c.ttft_ratio), "TPOT ×": _r(c.tpot_ratio),
+    judged = "rounds" if v.basis.startswith("measured") else "floor"
+    return {"setup": md(c.setup), "strategy / attention": md(c.label), "e2e head/base [interval]": _ci(v),
+            "verdict": verdict, "judged on": judged,
+            "smallest detectable": f"±{v.detectable:.1%}" if v.detectable is not None else "–",
+            "TTFT ×": _r(c.ttft_ratio), "TPOT ×": _r(c.tpot_ratio),
             "memory": md("; ".join(c.memory)) if c.memory else "same", "note": md(v.note[:120])}
 
 
@@ -78,7 +98,7 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
     title = "A/A calibration" if calibrated_here else "kvbench compare"
     lines = [f"# {title}", "", f"base `{md(base)}` vs head `{md(head)}`" + (" (samples pooled over rounds)" if pool else "") + ".", "",
              f"**{len(res.cells)} cells compared: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-             + f"; memory changed in {mem}.** Timing verdicts are judged against a noise floor of {floor_text(floor)}.", ""]
+             + f"; memory changed in {mem}.**", "", _basis_line(res.cells, floor), ""]
     changed = [c for c in res.cells if c.time.label in CHANGED or any("no data" not in m for m in c.memory)]
     lines += ["## Changes", ""] + (markdown(pd.DataFrame([_row(c) for c in changed])) if changed else ["None beyond noise."]) + [""]
     if res.cells:
@@ -105,9 +125,12 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
     lines += ["## How a verdict is made", "",
               "Cells are matched by their conditions (bench.store.identity: model, weights, dtype, device, batch, lengths, "
               "strategy and its settings, attention, SDPA backend, compile, seed), not by GPU or library versions. "
-              "Per cell: the ratio head/base of the median e2e time per call, with a 95% percentile-bootstrap interval "
-              "from the raw per-call samples. It is *slower* or *faster* only when the whole interval lies outside "
-              f"the noise band (1 ± floor, symmetric in log space); the floor is {floor_text(floor)}. A side whose calls "
+              "Per cell: the ratio head/base of the median e2e time per call. Where both rows measured their "
+              "reproducibility (rounds in separate worker processes: `round_sd_rel`), the ratio's 99% interval comes "
+              "from it, and the cell is *slower* or *faster* only when that interval excludes 1; the smallest change "
+              "it could detect is shown per cell. Where a side has no such measure (rows of one process), the interval "
+              "is a 95% percentile bootstrap of the per-call samples, and a change must put it wholly outside the "
+              f"noise band (1 ± floor, symmetric in log space); the floor is {floor_text(floor)}. A side whose calls "
               "disagreed with themselves is *disturbed*, and so is a cell whose two sides ran on the same GPU and CPU model "
               "with the host's launch probe more than 1.5x apart (the host changed, not the code); a side with one "
               "sample has *no interval*. TTFT and TPOT ratios "

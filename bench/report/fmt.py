@@ -29,21 +29,6 @@ RC = {
 STATUS_TEXT = {"oom": "OOM", "unavailable": "unavailable", "error": "error"}
 
 
-def options(argv: list[str], allowed: dict, is_option=lambda a: True) -> tuple[dict, list[str], list[str]]:
-    """key=value arguments of a command: (allowed keys with their values, positionals, unknown keys). An argument
-    with '=' counts as an option only where is_option(arg) says so (a store spec such as results@git_sha=abc)."""
-    opts, pos, unknown = dict(allowed), [], []
-    for a in argv:
-        k, eq, v = a.partition("=")
-        if eq and k in allowed:
-            opts[k] = v
-        elif eq and is_option(a):
-            unknown.append(k)
-        else:
-            pos.append(a)
-    return opts, pos, unknown
-
-
 def num(v) -> float:
     """A float, or NaN for anything that is not a number."""
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +25,6 @@ from bench.report.fmt import md, nat, num, sig, slug, text
 from bench.report.gpu_facts import best, code, ms, short, status, tiny
 from bench.report.gpu_questions import Question, fast_paths, largest, latency, throughput
 
-USAGE = "python -m bench.report.gpu_report [store=results] gpu=NAME [out=results/<gpu-slug>-report.md] [plots=plots]"
 VERSIONS = (("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("torch", "torch"), ("transformers",
             "transformers"), ("flash_attn", "flash-attn"), ("quanto", "optimum-quanto"), ("hqq", "hqq"))
 HOW = ("Only ok rows not flagged disturbed win. **ms/token**: median decode step, (e2e − TTFT) / (new tokens − 1); "
@@ -232,29 +230,3 @@ def write(store: str, gpu: str, out: str = "", plots: str = "plots") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build(rows, gpu, rel(plots), rel(history) if history.exists() else "", nogpu))
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    opts = {"store": "results", "gpu": "", "out": "", "plots": "plots"}
-    try:
-        for a in sys.argv[1:] if argv is None else argv:
-            k, eq, v = a.partition("=")
-            if not eq or k not in opts:
-                raise UsageError(f"{a!r} is not an option; usage: {USAGE}")
-            opts[k] = v
-        if not opts["gpu"]:
-            raise UsageError(f"gpu= is required (the gpu column's exact text); usage: {USAGE}")
-        if not opts["store"] or not Path(opts["store"]).exists():
-            raise UsageError(f"store={opts['store']} does not exist; give the results directory or a .jsonl file")
-        if opts["out"] and Path(opts["out"]).is_dir():
-            raise UsageError(f"out={opts['out']} is a directory; give the report's file name")
-        path = write(opts["store"], opts["gpu"], opts["out"], opts["plots"] or "plots")
-    except (UsageError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"reference report: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

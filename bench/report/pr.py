@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report import fmt
 
 USAGE = ("pr BASE_REF HEAD_REF [out=pr-report] [rounds=2] [-- RUN_OVERRIDES...]  "
          "(run overrides default: sweep=quick model=tiny-llama)")
@@ -46,24 +45,6 @@ def git(repo, *args: str) -> str:
     if p.returncode:
         raise PrError(f"git {' '.join(args)}: {(p.stderr.strip().splitlines() or ['failed'])[-1]}")
     return p.stdout.strip()
-
-
-def parse(argv: list[str]) -> tuple[list[str], str, int, list[str]]:
-    argv = list(argv)
-    cut = argv.index("--") if "--" in argv else len(argv)
-    own, overrides = argv[:cut], argv[cut + 1:] or list(DEFAULT_OVERRIDES)
-    opts, refs, unknown = fmt.options(own, {"out": "pr-report", "rounds": "2"})
-    if unknown:
-        raise PrError(f"{unknown[0]} is not an option of pr (run overrides go after --); usage: {USAGE}")
-    if len(refs) != 2:
-        raise PrError(f"expected BASE_REF and HEAD_REF, got {len(refs)} ref(s); usage: {USAGE}")
-    if not opts["rounds"].isdigit() or int(opts["rounds"]) < 2:
-        raise PrError(f"rounds={opts['rounds']} must be a whole number >= 2 (two rounds a side make the A/A pair)")
-    if not opts["out"]:
-        raise PrError("out= is empty; give a directory")
-    if any(o.split("=", 1)[0].lstrip("+~") == "store" for o in overrides):
-        raise PrError("store= is set by pr (OUT/stores/base and OUT/stores/head); leave it out of the run overrides")
-    return refs, opts["out"], int(opts["rounds"]), overrides
 
 
 def order(rounds: int) -> list[tuple[str, int]]:
@@ -251,10 +232,10 @@ def _spec(p: Path) -> str:
     return p.as_posix() if rel.startswith("..") else rel
 
 
-def main(argv: list[str]) -> int:
+def run(refs: list[str], out_arg: str, rounds: int, overrides: list[str], argv: list[str]) -> int:
+    """Measure both refs (arguments checked by bench.cli.report.pr) and write the comment; the exit code."""
     trees, tmp, done = {}, None, []
     try:
-        refs, out_arg, rounds, overrides = parse(argv)
         repo = Path(git(".", "rev-parse", "--show-toplevel"))
         sha = []
         for which, ref in zip(("BASE_REF", "HEAD_REF"), refs):

@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from bench.report import fmt
 from bench.report.pr import truncate
 
 BRANCH = "kvbench-plots"
@@ -133,12 +132,14 @@ def publish(out, pr: int | str, run: str, repo: str, *, cwd=".", remote: str = "
     return urls
 
 
-def _opts(argv: list[str], allowed: dict) -> tuple[dict, list[str]]:
-    opts, pos, unknown = fmt.options(argv, allowed)
-    if unknown:
-        raise PublishError(f"{unknown[0]} is not an option; allowed: {', '.join(allowed)}")
-    if len(pos) != 1 or not (Path(pos[0]) / opts["md"]).is_file():
-        raise PublishError(f"give OUT, the directory holding {opts['md']} (got {' '.join(pos) or 'nothing'})")
+OPTIONS = {"mode": "push", "pr": "", "run": "", "repo": "", "branch": BRANCH, "remote": "origin",
+           "server": "https://github.com", "md": "pr.md", "to": "", "artifact": ""}
+
+
+def check(opts: dict, out: str) -> None:
+    """PublishError (one line) for options that cannot publish (bench.cli.report.publish parsed them)."""
+    if not (Path(out) / opts["md"]).is_file():
+        raise PublishError(f"give OUT, the directory holding {opts['md']} (got {out})")
     if opts["mode"] not in ("push", "artifact"):
         raise PublishError(f"mode={opts['mode']} must be push or artifact")
     if opts["mode"] == "push" and not (opts["pr"] and opts["run"] and opts["repo"]):
@@ -146,17 +147,10 @@ def _opts(argv: list[str], allowed: dict) -> tuple[dict, list[str]]:
     if opts["mode"] == "push" and not (re.fullmatch(NAME, f"pr-{opts['pr']}/{opts['run']}")
                                        and re.fullmatch(NAME, opts["repo"])):
         raise PublishError("pr=, run= and repo=OWNER/REPO must be plain names (letters, digits, . _ -)")
-    return opts, pos
 
 
-def main(argv: list[str]) -> int:
-    allowed = {"mode": "push", "pr": "", "run": "", "repo": "", "branch": BRANCH, "remote": "origin",
-               "server": "https://github.com", "md": "pr.md", "to": "", "artifact": ""}
-    try:
-        opts, (out,) = _opts(argv, allowed)
-    except PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def run(opts: dict, out: str) -> int:
+    """Publish OUT's comment: its figures pushed (mode=push) or pointed to in the artifact."""
     md, to = Path(out) / opts["md"], Path(opts["to"] or Path(out) / opts["md"])
     if opts["mode"] == "push":
         try:
@@ -172,6 +166,3 @@ def main(argv: list[str]) -> int:
     to.write_text(truncate(artifact_text(md.read_text(), opts["artifact"])))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import time
 from dataclasses import asdict
 from typing import Callable, Optional
 
@@ -16,12 +17,15 @@ from transformers.utils import logging as hf_logging
 
 from bench.run import attention, models, quality, repeats
 from bench.predict import geometry, formula, planner
+from bench.predict.arch import check_model, max_positions
 from bench.measure import memory
 from bench.measure.cachebytes import cache_payload
 from bench.config.checks import ConfigError
 from bench.run.environment import environment, resolve_device
-from bench.measure.clock import compile_watch, sdpa_backends_seen
-from bench.store.schema import Record, conditions
+from bench.measure.watch import compile_watch, sdpa_backends_seen
+from bench.run.preflight import visible_gpu
+from bench.run.record import conditions
+from bench.store.schema import Record
 from bench.strategies import NotApplicable
 
 log = logging.getLogger("bench")
@@ -100,6 +104,7 @@ def _start(cfg, run_id: str) -> Record:
     rec.run_id = run_id
     for k, v in env.items():
         setattr(rec, k, v)
+    rec.threads, rec.gpu_index = torch.get_num_threads(), visible_gpu()
     if cfg.weights == "auto" and not (cfg.model.hub_id or cfg.model.gguf):
         rec.weights = "random"  # nothing to load real weights from: known before loading
     return rec
@@ -107,11 +112,7 @@ def _start(cfg, run_id: str) -> Record:
 
 def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     """The planner's verdict, then the model; the row gets the conditions as they will run."""
-    if cfg.model.arch:  # shapes given on the command line or in conf/model are input: check them before loading
-        try:
-            models.arch_config(cfg.model)
-        except Exception as e:  # noqa: BLE001 - transformers raises several kinds for a bad field
-            raise ConfigError(f"model.arch of {cfg.model.name} builds no config: {str(e).strip().splitlines()[-1]}")
+    check_model(cfg.model)  # input: a causal LM whose shapes build, checked before loading (ConfigError)
     refusal = planner.refusal(cfg, rec.device) if cfg.fit_check else None
     if refusal:
         rec.status, rec.error = "oom", f"not run: the planner predicts it cannot fit: {refusal} (fit_check=false runs it anyway)"
@@ -122,12 +123,23 @@ def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     return loaded
 
 
-def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
+def compile_kwargs(cfg) -> dict:
+    """generate() arguments of the compile settings: off, or a torch.compile mode for the compile it does itself."""
+    if cfg.compile == "off":
+        return {"disable_compile": True}
+    if cfg.compile_mode != "auto":
+        from transformers import CompileConfig
+
+        return {"compile_config": CompileConfig(mode=cfg.compile_mode)}
+    return {}
+
+
+def _measure(rec: Record, cfg, loaded: models.Loaded, on_timing: Callable[[], None], first_round: bool) -> None:
     model, device, strategy = loaded.model, rec.device, cfg.cache
     weight_bytes = memory.model_bytes(model)
     rec.weights_mib = weight_bytes / MIB
     rec.kv_heads = formula.kv_heads_and_dims(model.config)[1]
-    cfg.check_positions(models.max_positions(model.config))
+    cfg.check_positions(max_positions(model.config))
     reason = strategy.unavailable_reason(model, device) or attention.unavailable_reason(cfg.attn, model, device)
     if reason is None:
         try:
@@ -144,7 +156,7 @@ def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
     rec.kv_formula_mib = (formula.kv_cache_bytes(model.config, P + N - 1, B, dtype=loaded.dtype) / MIB
                           if strategy.holds_cache else 0.0)
     ids = models.prompt_ids(model.config.get_text_config().vocab_size, B, P, cfg.seed).to(device)
-    extra = {"disable_compile": True} if cfg.compile == "off" else {}
+    extra = compile_kwargs(cfg)
 
     def call():
         return strategy.timed_call(model, ids, N, device, extra)
@@ -154,16 +166,19 @@ def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
     compiled, attn_switched = _spy(model, "get_compiled_call"), _spy(model, "set_attn_implementation")
     try:
         with torch.inference_mode(), attention.sdpa_context(cfg.attn), compile_watch() as dynamo:
+            t0 = time.perf_counter()
             for i in range(cfg.warmup):  # exact shapes: every decode length is seen before timing
                 t = call()[0]  # its output (and the cache in it) is dropped here, before the peak counter resets
                 if i == 0:
                     rec.cold_e2e_ms = t.e2e_ms
+            rec.warmup_s = time.perf_counter() - t0
+            on_timing()
             series = repeats.measure(call, cfg, device, lambda: memory.reset_peak(device))
             peak, reserved = memory.peak_bytes(device)
             payload = cache_payload(strategy.cache_of(model, series.last_out), device)
             series.last_out = None
             # profiled after the timed calls, so it cannot slow them
-            if cfg.attn.name == "sdpa" and strategy.profiled:
+            if first_round and cfg.attn.name == "sdpa" and strategy.profiled:
                 rec.sdpa_backend_used = sdpa_backends_seen(lambda: call()[1])
     finally:
         del model.get_compiled_call, model.set_attn_implementation
@@ -178,6 +193,8 @@ def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
     rec.error = strategy.caveat(device)  # _quality adds its own notes after this one
     host = payload.host_bytes if device == "cuda" else 0
     rec.peak_mem_mib = peak / MIB
+    if device == "cpu" and series.start_bytes is not None:  # the process's RSS history is not this cell's
+        rec.peak_rss_cell_mib = (peak - series.start_bytes) / MIB
     rec.peak_reserved_mib = reserved / MIB if reserved is not None else None
     rec.other_peak_mib = rec.peak_mem_mib - rec.weights_mib - (payload.total_bytes - host) / MIB
     predicted = planner.predicted_peak(cfg, model.config, loaded.dtype, device)
@@ -188,15 +205,16 @@ def _measure(rec: Record, cfg, loaded: models.Loaded) -> None:
     kv_mean = strategy.predicted_bytes(geo, P, N // 2 + 1, B) or 0.0
     rec.bandwidth_floor_ms = formula.bandwidth_floor_ms(weight_bytes, kv_mean, rec.bandwidth_gb_s)
     rec.mbu = rec.bandwidth_floor_ms / rec.tpot_ms
-    if cfg.quality == "on" or (cfg.quality == "auto" and loaded.weights == "real"):
-        _quality(rec, cfg, loaded)
+    if first_round and (cfg.quality == "on" or (cfg.quality == "auto" and loaded.weights == "real")):
+        _quality(rec, cfg, loaded)  # deterministic: once per cell, in its first round
 
 
-def run_cell(cfg, run_id: str, skip: frozenset = frozenset(),
-             on_loaded: Optional[Callable[[dict], None]] = None) -> Optional[Record]:
-    """Measure one cell and return its row; None when `skip` (resume) already holds its identity.
-    `on_loaded` receives the conditions as they will run, once the model is in (a crash after that
-    still leaves a row with the right identity)."""
+def run_cell(cfg, run_id: str, skip: frozenset = frozenset(), on_loaded: Optional[Callable[[dict], None]] = None,
+             on_timing: Callable[[], None] = lambda: None, first_round: bool = True) -> Optional[Record]:
+    """Measure one cell (one round of it) and return its row; None when `skip` (resume) already holds its identity.
+    `on_loaded` receives the conditions as they will run, once the model is in (a crash after that still leaves a
+    row with the right identity); `on_timing` is called when the warm-up (and any compile) is done. Quality and
+    the SDPA kernel profile are taken in the first round only."""
     try:
         rec = _start(cfg, run_id)
     except ConfigError as e:  # the device asked for is not here (the parent checks first; this is in-process use)
@@ -212,7 +230,7 @@ def run_cell(cfg, run_id: str, skip: frozenset = frozenset(),
             return None
         if on_loaded:
             on_loaded(row)
-        _measure(rec, cfg, loaded)
+        _measure(rec, cfg, loaded, on_timing, first_round)
     except ConfigError as e:  # a condition only the loaded model could check (e.g. its positions)
         rec.status, rec.error = "error", f"bad input: {e}"
     except Exception as e:  # noqa: BLE001 - a failing cell must never lose the others

@@ -6,14 +6,14 @@ import hashlib
 import importlib.util
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from bench.config.settings import ConfigError, ModelConfig
+from bench.config.settings import ModelConfig
+from bench.predict.arch import arch_config, hub_reachable, planned_dtype
 
 log = logging.getLogger("bench")
 CACHE_DIR = Path(os.environ.get("KVBENCH_CACHE", Path.home() / ".cache" / "kvbench"))
@@ -30,44 +30,6 @@ class Loaded:
     weights: str         # real | random
     dtype: str
     tokenizer: object = None  # loaded on first use (quality figures)
-
-
-def arch_config(mc: ModelConfig):
-    """The transformers config for a model's shapes (no weights needed)."""
-    from transformers import AutoConfig
-
-    if mc.arch:
-        arch = dict(mc.arch)
-        return AutoConfig.for_model(arch.pop("model_type"), **arch)
-    if mc.hub_id and Path(mc.hub_id).is_dir():
-        return AutoConfig.from_pretrained(mc.hub_id)
-    if mc.hub_id:
-        return AutoConfig.from_pretrained(mc.hub_id, local_files_only=not _hub_reachable())
-    raise ConfigError(f"model {mc.name} names neither arch, hub_id nor a local directory")
-
-
-def planned_dtype(mc: ModelConfig, config) -> str:
-    """The dtype a model is built in: mc.dtype (the request or the conf/model file's), else its config's (float32)."""
-    dtype = mc.dtype
-    if dtype == "auto":
-        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
-    return dtype.removeprefix("torch.")
-
-
-def max_positions(config) -> Optional[int]:
-    c = config.get_text_config(decoder=True)
-    return getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
-
-
-def _hub_reachable(timeout: float = 2.0) -> bool:
-    # from_pretrained retries an unreachable hub for ~45 s; one socket probe answers in ~0 s.
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _gguf_path(spec: str) -> Path:
@@ -107,7 +69,7 @@ def load_tokenizer(mc: ModelConfig):
     if mc.gguf:
         cached = converted_dir(mc)
         return AutoTokenizer.from_pretrained(cached) if (cached / "tokenizer_config.json").exists() else _gguf_tokenizer(mc.gguf)
-    return AutoTokenizer.from_pretrained(mc.hub_id, local_files_only=not Path(mc.hub_id).is_dir() and not _hub_reachable())
+    return AutoTokenizer.from_pretrained(mc.hub_id, local_files_only=not Path(mc.hub_id).is_dir() and not hub_reachable())
 
 
 def _torch_dtype(name: str):
@@ -144,7 +106,7 @@ def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):
     try:
         return AutoModelForCausalLM.from_pretrained(mc.hub_id, local_files_only=True, **kw), mc.hub_id
     except OSError:
-        if not _hub_reachable():
+        if not hub_reachable():
             raise WeightsUnavailable(f"{mc.hub_id} is not in the local cache and the hub is unreachable") from None
         return AutoModelForCausalLM.from_pretrained(mc.hub_id, **kw), mc.hub_id
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -30,12 +30,14 @@ class Series:
     disturbed: list = field(default_factory=list)  # reasons; empty when clean
     remeasured: int = 0
     last_out: object = None                        # the last call's output (its cache is counted)
+    start_bytes: Optional[int] = None              # memory in use right before the timed calls (reset_peak's)
 
 
 def stopper(cfg) -> intervals.Stopper:
     if cfg.repeats == "auto":
-        return intervals.Stopper(precision=cfg.precision, max_repeats=cfg.max_repeats, budget_s=cfg.cell_budget_s,
-                             metrics=("e2e_ms", "tpot_ms"))
+        # the cell's budget is shared by its planned rounds: each round's process gets its part
+        return intervals.Stopper(precision=cfg.precision, max_repeats=cfg.max_repeats,
+                                 budget_s=cfg.cell_budget_s / max(cfg.rounds, 1), metrics=("e2e_ms", "tpot_ms"))
     return intervals.Stopper.fixed(cfg.repeats)
 
 
@@ -73,15 +75,15 @@ def _once(call: Callable, cfg, device: str) -> Series:
     return s
 
 
-def measure(call: Callable, cfg, device: str, before_timed: Callable[[], None]) -> Series:
+def measure(call: Callable, cfg, device: str, before_timed: Callable[[], Optional[int]]) -> Series:
     """Time `call` (returns (Timing, output)) as cfg asks; `before_timed` runs right before each series
-    (it resets the peak-memory counters)."""
+    (it resets the peak-memory counters and returns the bytes in use then)."""
     s = None
     for attempt in range(REMEASURE + 1):
         s = None  # a discarded series' last cache must not sit in memory while the next is measured
-        before_timed()
+        start = before_timed()
         s = _once(call, cfg, device)
-        s.remeasured = attempt
+        s.remeasured, s.start_bytes = attempt, start
         if not s.disturbed:
             break
     return s

@@ -137,7 +137,9 @@ def calibrate(pairs: Sequence[tuple], quantile: float = 0.99, confidence: float 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One timing verdict for a cell: head/base ratio, its interval (None when none), label, and why."""
+    """One timing verdict for a cell: head/base ratio, its interval (None when none), label, and why.
+    `detectable` is the smallest change (relative) this pair could have called a change; `basis` says what the
+    judgement rests on: the cells' measured reproducibility, or a noise floor where that is unknown."""
     ratio: Optional[float]
     lo: Optional[float]
     hi: Optional[float]
@@ -146,6 +148,51 @@ class Verdict:
     n_base: int = 0
     n_head: int = 0
     note: str = ""
+    detectable: Optional[float] = None
+    basis: str = ""
+
+
+# ---- verdicts against measured reproducibility ----
+
+JUDGE_CONFIDENCE = 0.99  # a change is called at 99%: one A/A cell in 100 is flagged when spreads are right
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One side of a cell: the medians of its rounds (one worker process each) and the spread its run measured
+    over all its cells (the prior: relative sd of a round median between processes, and its degrees of freedom)."""
+    rounds: tuple
+    prior_sd: float
+    prior_df: float
+
+
+def rerun_verdict(base: Measured, head: Measured, *, base_disturbed: Sequence[str] = (),
+                  head_disturbed: Sequence[str] = (), confidence: float = JUDGE_CONFIDENCE,
+                  higher_is_worse: bool = True) -> Verdict:
+    """head vs base judged on what changes between processes: a t-test of the two sides' log round medians, whose
+    variance is the cell's own (both sides' rounds) moderated by the runs' prior (bench.stats.reproducibility),
+    at `confidence`, two-sided. A disturbed side is 'disturbed', never a clean verdict."""
+    xb = np.log([v for v in base.rounds if v and v > 0])
+    xh = np.log([v for v in head.rounds if v and v > 0])
+    if not (xb.size and xh.size):
+        return Verdict(None, None, None, NO_DATA, note="no rounds on a side", basis="reproducibility")
+    own_df = xb.size + xh.size - 2
+    ss = float(((xb - xb.mean()) ** 2).sum() + ((xh - xh.mean()) ** 2).sum())
+    d0 = min(base.prior_df, head.prior_df)
+    var = (ss + d0 * (base.prior_sd ** 2 + head.prior_sd ** 2) / 2) / (own_df + d0)
+    se = math.sqrt(var * (1 / xb.size + 1 / xh.size))
+    t = float(_st.t.ppf(0.5 + confidence / 2.0, own_df + d0))
+    d = float(xh.mean() - xb.mean())
+    lo, hi, detect = math.exp(d - t * se), math.exp(d + t * se), math.expm1(t * se)
+    reasons = [f"base: {r}" for r in base_disturbed] + [f"head: {r}" for r in head_disturbed]
+    if reasons:
+        label = DISTURBED
+    else:
+        up, down = (SLOWER, FASTER) if higher_is_worse else (FASTER, SLOWER)
+        label = up if lo > 1 else down if hi < 1 else NOISE
+    basis = (f"measured reproducibility: {xb.size} + {xh.size} rounds in separate processes, spread "
+             f"{math.sqrt(var):.1%} per round, {confidence:.0%}")
+    return Verdict(math.exp(d), lo, hi, label, 0.0, int(xb.size), int(xh.size), "; ".join(reasons), detect, basis)
 
 
 def classify(lo: float, hi: float, floor: float, higher_is_worse: bool = True) -> str:
@@ -177,4 +224,9 @@ def verdict(base, head, floor: Optional[NoiseFloor] = None, *, base_disturbed: S
         label, note = classify(ci.lo, ci.hi, floor.floor, higher_is_worse), ci.note
     if not floor.calibrated:
         note = "; ".join(x for x in (note, f"floor {floor.floor:.1%} uncalibrated") if x)
-    return Verdict(ci.ratio, ci.lo, ci.hi, label, floor.floor, ci.n_base, ci.n_head, note)
+    detect = None
+    if ci.lo is not None and ci.ratio:  # the change whose interval would just clear the floor
+        detect = math.expm1(math.log1p(floor.floor) + (math.log(ci.hi) - math.log(ci.lo)) / 2)
+    basis = (f"reproducibility unknown (calls of one process per side): interval within the runs against the "
+             f"{floor.floor:.0%} floor ({'calibrated' if floor.calibrated else 'uncalibrated'})")
+    return Verdict(ci.ratio, ci.lo, ci.hi, label, floor.floor, ci.n_base, ci.n_head, note, detect, basis)

@@ -1,5 +1,6 @@
 """The results store: the row schema, one cell identity, run files, reading (no torch)."""
-from bench.store.read import files, load, read_rows, upgrade
-from bench.store.runfile import RunFile, check_writable
+from bench.store.read import StoreError, files, load, read_rows, upgrade
+from bench.store.runfile import BadRow, RunFile, StoreFull, check_run_id, check_writable
 
-__all__ = ["RunFile", "check_writable", "files", "load", "read_rows", "upgrade"]
+__all__ = ["BadRow", "RunFile", "StoreError", "StoreFull", "check_run_id", "check_writable", "files", "load",
+           "read_rows", "upgrade"]

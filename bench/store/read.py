@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.store import identity
 from bench.store.runfile import SUFFIX
-from bench.store.schema import COLUMNS, SCHEMA_VERSION, STATUSES
+from bench.store.schema import COLUMNS, SCHEMA_VERSION, STATUSES, problems
 
 REQUIRED = ("run_id", "model", "cache", "status")  # without these a line identifies no cell
 
@@ -67,14 +67,21 @@ def read_rows(paths: Iterable[Path]) -> list[dict]:
                 warnings.warn(f"skipping {p.name}:{n}: {e}", stacklevel=2)
                 continue
             why = _problem(row)
+            if not why:
+                row = upgrade(row)
+                why = "; ".join(problems(row))
             if why:
                 warnings.warn(f"skipping {p.name}:{n}: {why}", stacklevel=2)
                 continue
-            rows.append(upgrade(row))
+            rows.append(row)
     return rows
 
 
 CORRECTIONS = "corrections.json"
+
+
+class StoreError(ValueError):
+    """The store itself is malformed (not a row: a file the reader needs): one line naming the file."""
 
 
 def corrections(store: Path) -> list[dict]:
@@ -82,7 +89,23 @@ def corrections(store: Path) -> list[dict]:
     (column: value)}] in <store>/corrections.json.
     The rows keep what was measured; a reader gets those columns empty and the reason in the row's note."""
     path = store / CORRECTIONS
-    return json.loads(path.read_text()) if path.is_file() else []
+    if not path.is_file():
+        return []
+    try:
+        fixes = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(f"{path} is not valid JSON ({e}); fix or remove it") from None
+    form = 'a list of {"run_id": str, "columns": [str, ...], "why": str}'
+    if not isinstance(fixes, list):
+        raise StoreError(f"{path} must hold {form}")
+    for i, f in enumerate(fixes):
+        ok = (isinstance(f, dict) and isinstance(f.get("run_id"), str) and isinstance(f.get("why"), str)
+              and isinstance(f.get("columns"), list) and all(isinstance(c, str) for c in f["columns"])
+              and isinstance(f.get("where", {}), dict) and isinstance(f.get("exempt_caches", []), list))
+        if not ok:
+            raise StoreError(f"{path}: entry {i + 1} is not {form} (optional where: {{column: value}}, "
+                             "exempt_caches: [cache, ...])")
+    return fixes
 
 
 def _correct(rows: list[dict], fixes: list[dict]) -> None:

@@ -1,18 +1,24 @@
 """One results row: the conditions that made a measurement, its figures (units in the names) and raw samples.
 
-A strategy's own settings (e.g. nbits) and its own measured columns (e.g. kv_quantized_share) are not fields
-here: the strategy supplies them (`settings`, `extra`), and `as_row` flattens them into the row beside these.
+`Record` is the row schema: every column, its type and (in its comment) its meaning, one home. A strategy's own
+settings (e.g. nbits) and measured columns (e.g. kv_quantized_share) are not fields here: the strategy supplies
+them (`settings`, `extra`), and `as_row` flattens them into the row beside these. `problems(row)` checks a row
+against the schema, with pydantic in strict mode (no coercion: "1" is not a batch, "fast" is not a time), when
+the store writes it and when it reads it.
 """
 from __future__ import annotations
 
-import datetime as dt
+import functools
+import math
+import typing
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional
+from typing import Literal, Optional
 
 from bench.store import identity
 
-SCHEMA_VERSION = 2  # 2: raw samples, adaptive repeats, disturbed flag, strategy columns, identity after loading
+SCHEMA_VERSION = 3  # 3: rounds in separate worker processes, rerun interval, race, compile mode, threads
 STATUSES = ("ok", "unavailable", "oom", "error")
+Status = Literal["ok", "unavailable", "oom", "error"]
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Record:
     attn: str = ""                        # attention implementation requested
     sdpa_backend: str = ""                # SDPA backend requested: auto, flash, efficient, cudnn, math ('' when attn != sdpa)
     compile: str = ""                     # compile switch requested: auto (transformers' default), off
+    compile_mode: str = ""                # torch.compile mode with compile=auto: default (transformers'), or a mode
     batch: int = 0
     prompt_len: int = 0                   # prompt tokens per sequence
     new_tokens: int = 0                   # generated tokens per sequence (forced: min == max)
@@ -44,14 +51,28 @@ class Record:
     repeats: int = 0                      # timed calls that ran
     repeats_mode: str = ""                # auto (until precision or budget) or fixed
     precision_target: Optional[float] = None  # repeats=auto: the target relative half-width of the median's 95% interval
-    precision: Optional[float] = None     # relative half-width of the 95% interval of the e2e median reached
-    stop_reason: str = ""                 # why the repeats stopped: precision, budget, max_repeats, fixed
+    precision: Optional[float] = None     # relative half-width of the 95% interval of the e2e median as a rerun sees it
+    precision_basis: str = ""             # what that interval rests on: rounds in separate processes, or one round + prior
+    precision_within: Optional[float] = None  # the same half-width from the calls of one process alone (pooled rounds)
+    round_sd_rel: Optional[float] = None  # spread of one round's median between worker processes (relative sd, moderated)
+    run_sd_rel: Optional[float] = None    # the run's pooled spread of round medians (the prior of every cell's)
+    run_sd_df: Optional[float] = None     # the degrees of freedom of that prior (fitted to the cells' spreads)
+    stop_reason: str = ""                 # why the repeats of the last round stopped: precision, budget, max_repeats, fixed
+    rounds: int = 0                       # worker processes that timed this cell (one round each, interleaved with others)
+    rounds_stop: str = ""                 # why no more rounds: planned, behind (the leader), decided, budget, not ok
+    race: str = ""                        # the cell's place in its question: leader, contender, behind; '' outside a race
+    round_e2e_ms: Optional[list] = None   # median e2e of each round, in order
+    round_tpot_ms: Optional[list] = None  # median tpot of each round, in order
+    sample_round: Optional[list] = None   # for each timed call in *_samples_ms, the round (1, 2, ...) it ran in
+    warmup_s: Optional[float] = None      # seconds the untimed warm-up calls took (compile, plans, allocator growth)
+    threads: Optional[int] = None         # torch intra-op threads in the worker (CPU timings depend on it)
+    gpu_index: str = ""                   # CUDA_VISIBLE_DEVICES of the worker that ran the last round ('' = all / CPU)
     attn_used: str = ""                   # model.config._attn_implementation after loading/switching
     sdpa_backend_used: str = ""           # SDPA kernels the profiler saw in an untimed call (prefill + 4 steps); '' if none
     compiled: Optional[bool] = None       # whether generate compiled the forward (dynamo produced graphs)
     graph_breaks: Optional[int] = None    # graph breaks dynamo met while this cell ran (0: nothing broke the graph)
     recompile_limit_hits: Optional[int] = None  # times dynamo hit its recompile limit (past it: frames run uncompiled)
-    status: str = "ok"                    # ok | unavailable | oom | error
+    status: Status = "ok"                 # ok | unavailable | oom | error
     error: str = ""                       # reason when status != ok (or a note, e.g. quality skipped)
     disturbed: bool = False               # the repeats disagreed with themselves even after re-measuring
     disturbed_why: str = ""               # which signs: spread, tpot vs median step, host speed moved
@@ -60,7 +81,7 @@ class Record:
     ttft_ms: Optional[float] = None       # generate() start -> first new token (prefill + 1 step)
     tpot_ms: Optional[float] = None       # (e2e - ttft) / (new_tokens - 1): time per decode step
     e2e_ms: Optional[float] = None        # whole generate() call, device synchronised
-    ttft_samples_ms: Optional[list] = None  # each timed call's ttft, in order
+    ttft_samples_ms: Optional[list] = None  # each timed call's ttft, in order (rounds in sample_round)
     tpot_samples_ms: Optional[list] = None
     e2e_samples_ms: Optional[list] = None
     decode_tok_s: Optional[float] = None  # batch * 1000 / tpot_ms
@@ -75,7 +96,8 @@ class Record:
     kv_host_mib: Optional[float] = None        # part of kv_cache_mib held in host memory (offloaded caches)
     kv_theory_mib: Optional[float] = None      # predicted from the architecture's own code (bench.predict.geometry)
     kv_formula_mib: Optional[float] = None     # layers x kv_heads x head dims x bytes: the textbook figure
-    peak_mem_mib: Optional[float] = None       # CUDA: max_memory_allocated; CPU: process peak RSS (VmHWM)
+    peak_mem_mib: Optional[float] = None       # CUDA: max_memory_allocated; CPU: the worker process's peak RSS (VmHWM)
+    peak_rss_cell_mib: Optional[float] = None  # CPU: peak RSS during the timed calls minus RSS right before them
     peak_reserved_mib: Optional[float] = None  # CUDA: max_memory_reserved (allocator cache included)
     other_peak_mib: Optional[float] = None     # peak_mem_mib - weights_mib - device KV (activations, workspace, ...)
     peak_predicted_mib: Optional[float] = None  # the planner's predicted peak allocated (weights + KV + activations)
@@ -121,28 +143,45 @@ class Record:
 
 
 COLUMNS = [f.name for f in fields(Record) if f.name not in ("settings", "extra")]
+SCALAR = (str, int, float, bool, type(None))
 
 
-def conditions(cfg, device: str, gpu: str = "") -> Record:
-    """A Record holding the conditions as requested (weights and dtype are replaced by what loaded)."""
-    s = cfg.cache
-    return Record(
-        model=cfg.model.name, weights=cfg.weights, dtype=cfg.model.dtype, device=device, gpu=gpu,
-        cache=s.name, strategy=s.label(), reference=s.reference, holds_cache=s.holds_cache,
-        attn=cfg.attn.name, sdpa_backend=cfg.attn.sdpa_backend if cfg.attn.name == "sdpa" else "",
-        compile=cfg.compile, batch=cfg.batch, prompt_len=cfg.prompt_len, new_tokens=cfg.new_tokens,
-        warmup=cfg.warmup, seed=cfg.seed, settings=s.settings(),
-        repeats_mode="auto" if cfg.repeats == "auto" else "fixed",
-        precision_target=cfg.precision if cfg.repeats == "auto" else None,
-        timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+@functools.lru_cache(maxsize=1)
+def _model():
+    from pydantic import ConfigDict, create_model
+
+    hints = typing.get_type_hints(Record, globalns={**globals(), "Status": Status})
+    return create_model("Row", __config__=ConfigDict(strict=True, extra="allow"),
+                        **{c: (hints[c], None) for c in COLUMNS})
 
 
-def failed_row(cfg, device: str, run_id: str, reason: str, status: str = "error", known: dict | None = None) -> dict:
-    """The row of a cell that left no result of its own; `known` holds the conditions the worker had
-    already resolved (loaded dtype and weights, GPU) when it died."""
-    row = conditions(cfg, device).as_row()
-    row.update(known or {})
-    row.update(run_id=run_id, status=status, error=reason,
-               timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    row["cell_id"] = identity.cell_id(row)
-    return row
+def problems(row) -> list[str]:
+    """What is wrong with a row, one short text per field ([] = a valid row of today's schema)."""
+    from pydantic import ValidationError
+
+    if not isinstance(row, dict):
+        return ["not a JSON object"]
+    out = []
+    try:
+        _model().model_validate(row)
+    except ValidationError as e:
+        for err in e.errors():
+            name = ".".join(str(x) for x in err["loc"][:1])
+            out.append(f"{name}={_show(err.get('input'))}: {err['msg'][0].lower()}{err['msg'][1:]}")
+    keys = row.get("strategy_keys")
+    for k in keys if isinstance(keys, list) else ():
+        if not isinstance(k, str) or not isinstance(row.get(k), SCALAR):
+            out.append(f"{k}: a strategy setting must be a single value, not {_show(row.get(k))}")
+    for k in ("batch", "prompt_len", "new_tokens"):
+        if isinstance(row.get(k), int) and not isinstance(row.get(k), bool) and row[k] < 1:
+            out.append(f"{k}={row[k]}: must be at least 1")
+    for k in ("e2e_ms", "ttft_ms", "tpot_ms"):
+        v = row.get(k)
+        if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
+            out.append(f"{k}={v}: a time must be a finite number >= 0")
+    return out
+
+
+def _show(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -60,7 +60,8 @@ class Paged(Strategy):
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        from bench.measure.clock import ShortGeneration, Timing, logged, now_ms, sync
+        from bench.measure.clock import ShortGeneration, Timing, now_ms, sync
+        from bench.measure.watch import logged
 
         batch, prompt_len = ids.shape
         fields = _config_fields()  # 5.24 calls a block a page and may swap in flash-attn unless told not to

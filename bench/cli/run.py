@@ -1,0 +1,114 @@
+"""`python -m bench run [-m] OVERRIDES`: every cell composed and checked, then measured in rounds into the store.
+
+Order: the overrides and every cell they expand to are checked (no torch here); the run id and the store are
+checked; one worker answers the pre-flight questions only torch and transformers can (the GPU is there, the model
+is a causal LM whose shapes build and fit their positions); then the sweep runs (bench.run.schedule), or, with
+hydra/launcher=NAME, Hydra's launcher runs each cell as a job (bench.cli.hydra_app). Any bad input is one line
+and exit code 2 before a model loads; a store that fills up stops the run with one line and loses no row.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+from bench.cli import compose, progress
+from bench.cli.args import UsageError, fail
+
+
+def run_id() -> str:
+    """This run's id (one per `bench run`; launcher jobs inherit it): KVBENCH_RUN_ID if set, checked."""
+    from bench.store import check_run_id
+
+    rid = os.environ.get("KVBENCH_RUN_ID")
+    if rid is None:
+        rid = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{os.getpid()}"
+    try:
+        return check_run_id(rid)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def gpu_slots(gpus, worker) -> list[dict]:
+    """One worker environment per GPU: gpus=all (every GPU the pre-flight worker sees) or gpus=0,1."""
+    if gpus is None:
+        return [{}]
+    count = worker.device_count or 0
+    ids = list(range(count)) if gpus == "all" else [int(g) for g in gpus.split(",")]
+    if not ids:
+        raise UsageError("gpus=all but torch sees no CUDA GPU here")
+    bad = [i for i in ids if i >= count]
+    if bad:
+        raise UsageError(f"gpus={gpus} names GPU {bad[0]}, but torch sees {count} GPU(s) here (0-{count - 1})")
+    return [{"CUDA_VISIBLE_DEVICES": str(i)} for i in ids]
+
+
+def main(argv: list[str], multirun: bool) -> int:
+    from bench.store import StoreFull, check_writable, files, read_rows
+
+    cells = compose.cells(argv, multirun)
+    rid = run_id()
+    for store in sorted({c.store for c in cells}):
+        try:
+            check_writable(store)
+        except OSError as e:
+            raise UsageError(str(e)) from None
+    if any(o.startswith("hydra/launcher=") for o in argv):
+        return launch(argv, multirun, rid)
+    head = cells[0]
+    for key in ("rounds", "budget_s", "gpus", "isolate", "resume", "store", "threads"):
+        values = {str(getattr(c, key)) for c in cells}
+        if len(values) > 1:  # a sweep-wide setting swept
+            raise UsageError(f"{key} is one setting of the whole sweep; it cannot take several values ({', '.join(sorted(values))})")
+    from bench.run.schedule import Plan, Refused, Schedule
+    from bench.run.worker import Worker
+    from bench.store import RunFile
+
+    env = {"KVBENCH_THREADS": str(head.threads)}
+    slots, checker = [{}], None
+    if head.isolate:
+        checker = Worker(env)
+        why = checker.preflight(cells) if checker.start() else None
+        if why:
+            checker.stop()
+            raise UsageError(why)
+        slots = gpu_slots(head.gpus, checker)
+        if head.gpus is not None or not checker.alive():  # pinned workers start with their own GPU's environment
+            checker.stop(graceful=True)
+            checker = None
+    skip = frozenset(r["cell_id"] for r in read_rows(files(head.store)) if r.get("status") in ("ok", "unavailable")) \
+        if head.resume else frozenset()
+    plan = Plan(rounds=head.rounds, budget_s=head.budget_s, slots=[{**env, **s} for s in slots], isolate=head.isolate,
+                resume_skip=skip)
+    run_file = RunFile(head.store, rid)
+    bar = progress.Bar(len(cells) * head.rounds)
+
+    def write(row: dict) -> None:
+        run_file.put(row)
+
+    try:
+        Schedule(cells, rid, plan, write, progress.line, bar.step, started=checker).run()
+    except Refused as e:
+        bar.stop()
+        return fail(str(e))
+    except StoreFull as e:
+        bar.stop()
+        return fail(str(e))
+    finally:
+        bar.stop()
+    if len(cells) == 1 and run_file.path is not None:
+        progress.line(f"row written to {run_file.path}")
+    return 0
+
+
+def launch(argv: list[str], multirun: bool, rid: str) -> int:
+    """Hydra's launcher (joblib, submitit_local, submitit_slurm) runs each cell as a job of bench.cli.hydra_app;
+    the jobs share this run's id and each writes its own run file."""
+    from bench.cli import hydra_app
+
+    os.environ["KVBENCH_RUN_ID"] = rid
+    os.environ.setdefault("KVBENCH_RUN_OWNER", str(os.getpid()))
+    sys.argv = [f"{sys.argv[0]} run", *(["-m"] if multirun else []), *compose.normalize(argv)]
+    hydra_app.main()
+    return 0
