@@ -191,9 +191,20 @@ def jobs(params: list[str], overrides: list) -> list[list[str]]:
 
 def cells(argv: list[str], multirun: bool = False, positions: bool = True) -> list[RunConfig]:
     """Every cell `bench run [-m] ARGV` would run, composed and checked; ConfigError (one line) at the first bad one."""
+    parsed = parse(normalize(argv), multirun)
+    try:
+        return _cells(parsed, positions)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001 - Hydra and OmegaConf refuse a composition in many types, all input
+        lines = str(e).strip().splitlines() or [repr(e)]
+        hint = next((f" ({ln.strip()})" for ln in lines[1:] if "append" in ln), "")  # Hydra's '+key=' advice
+        raise ConfigError(f"cannot compose the overrides: {lines[0]}{hint}") from None
+
+
+def _cells(parsed: Parsed, positions: bool) -> list[RunConfig]:
     from hydra import compose, initialize_config_dir
 
-    parsed = parse(normalize(argv), multirun)
     plain = [o.input_line for o in parsed.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"

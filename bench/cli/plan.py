@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.cli import compose
 from bench.predict import geometry, formula, planner
 from bench.config.checks import ConfigError, unknown_key
-from bench.predict.arch import arch_config, max_positions, planned_dtype
+from bench.predict.arch import check_model, max_positions, planned_dtype
 from bench.cli.progress import console
 
 PLAN_KEYS = ("gpu", "alloc")
@@ -56,11 +56,14 @@ def main(argv: list[str]) -> int:
         from bench.predict import check as plancheck
 
         return plancheck.main(argv[1:])
-    opts, run = {}, []
+    opts, run, seen = {}, [], {}
     for a in argv:
         k, eq, v = a.partition("=")
         if not eq:
             return _fail(f"{a!r} is not key=value; {USAGE}")
+        if k in seen:
+            return _fail(f"{k} is given twice ({seen[k]}, {a}); give it once")
+        seen[k] = a
         if k in PLAN_KEYS:
             opts[k] = v
         elif k in compose.TOP or k in compose.GROUPS or "." in k:
@@ -88,12 +91,16 @@ def main(argv: list[str]) -> int:
         merged = {a.split("=", 1)[0]: a for a in run}
         cfg, = compose.cells(list(merged.values()), positions=False)
         if not shipped:
+            check_dir(spec)
+        if not shipped:
             from bench.config.settings import ModelConfig
             if Path(spec).is_dir() and not (Path(spec) / "config.json").exists():
                 raise ConfigError(f"model={spec}: the directory has no config.json")
             cfg.model = ModelConfig(name=Path(spec).name, hub_id=spec, dtype=cfg.model.dtype)
         try:
-            config = arch_config(cfg.model)
+            config = check_model(cfg.model)
+        except ConfigError as e:
+            raise ConfigError(f"model={spec}: {e}") from None
         except (OSError, ValueError) as e:
             raise ConfigError(f"model={spec}: no shipped config, local config.json or reachable hub id "
                               f"({str(e).splitlines()[0]})") from None
@@ -131,6 +138,14 @@ def main(argv: list[str]) -> int:
     print("\nThe peak is the prefill's or the last step's, whichever is larger; 'needs' adds the allocator's "
           "segments (simulated) and the context. Activations are measured on the meta device for this attention path.")
     return 0
+
+
+def check_dir(spec: str) -> None:
+    """A model given as a path must be a directory holding config.json (a hub id is tried as such)."""
+    from bench.predict.arch import looks_local
+
+    if looks_local(spec) and not Path(spec).expanduser().is_dir():
+        raise ConfigError(f"model={spec}: no such directory, and not a shipped model (conf/model) or a hub id ORG/NAME")
 
 
 def _fail(message: str) -> int:
