@@ -7,8 +7,8 @@
 #                                                 # results/ and logs/ so far into $OUT/kvgpu.tgz
 #   bash scripts/gpu_session.sh stages [STAGE...] # the same in the foreground (any CUDA machine)
 #
-# Session 1 ran `start` (all stages, in this order); session 2 named its stages, most needed first:
-#   start static-a static-b batch batch-offloaded aa-1 aa-2 ref-7b-rest ref-7b-none ref-7b-b32 ref-8b ref-8b-none headline
+# Earlier sessions' stages are in git history (results/logs/h200-s1-*, h200-s2-*); session 3 (issues 21 and 23) runs
+#   start smoke sweep7b aa-1 aa-2 boundary offload remedies remedies-mode
 # Stages run in this file's order: whatever the device time allows, the most important rows exist. Every cell
 # uses random weights of the named shapes (the GPU machine reaches no model hub).
 set -uo pipefail
@@ -29,38 +29,28 @@ stage() {  # stage NAME COMMAND...: one command with its own log; a failing stag
 
 run() { local name=$1; shift; stage "$name" python3 -m bench run "$@" store="$STORE"; }
 
-L7="model=llama-2-7b prompt_len=1024"
-
 stages() {
   mkdir -p "$W/logs" "$STORE"
   python3 -m bench env >"$W/logs/env.log" 2>&1
   # smoke: every path a session relies on, small and fast, so a broken one shows in the first minute
-  run smoke -m model=gpt2 dtype=float16 prompt_len=128 new_tokens=16 repeats=2 \
+  run smoke -m model=gpt2 dtype=float16 prompt_len=128 new_tokens=16 repeats=2 rounds=1 \
     cache=dynamic,static,paged,quantized_fp8 attn=sdpa,flash_attention_2
-  # issue 14: the compiled static cache on Llama-2-7B shapes, 1024 + 128, defaults, in two separate processes
-  for p in a b; do run "static-$p" $L7 new_tokens=128 cache=static; done
-  # issue 16: fp8 beside int4 and int2 (and the bf16 reference) at batch 1
-  run fp8-b1 -m $L7 new_tokens=64 cache=dynamic,quantized,quantized_int2,quantized_fp8 cell_budget_s=15
-  # issue 16: the large batches, each cache, the default allocator: peaks against the planner, and real OOMs
-  run batch -m $L7 new_tokens=16 batch=32,96,160 cache=dynamic,quantized,quantized_int2,quantized_fp8,static,paged \
-    fit_check=false repeats=2 cell_timeout_s=300
-  run batch-offloaded -m $L7 new_tokens=16 batch=32,96 cache=offloaded fit_check=false repeats=2 cell_timeout_s=300
-  # an A/A pair on the GPU: the same small sweep twice, for the noise floor
+  # issue 21: the whole 7B sweep within its budget, timed from the command to its last answer (model builds included)
+  stage sweep7b bash -c "s=\$(date +%s); python3 -m bench run sweep=llama7b store=$STORE; echo WALL_S=\$(( \$(date +%s) - s ))"
+  # issue 21: an A/A pair on the GPU (20 cells, no compile), judged by bench compare on measured reproducibility
   for p in 1 2; do
-    run "aa-$p" -m model=gpt2 prompt_len=128 new_tokens=64 batch=1,8 cache=none,dynamic,static,quantized,paged \
-      cell_budget_s=5
+    KVBENCH_RUN_ID=h200-aa-$p run "aa-$p" -m model=gpt2 prompt_len=128 new_tokens=32 batch=1,8 \
+      cache=none,dynamic,quantized,quantized_int2,paged attn=sdpa,eager rounds=3 cell_budget_s=3
   done
-  # the reference report's decision cells (results/h100-report.md), re-measured on this GPU
-  run ref-7b -m $L7 new_tokens=64 cache=paged,static,dynamic,none attn=sdpa,flash_attention_2 cell_budget_s=15
-  run ref-7b-rest -m $L7 new_tokens=64 cache=dynamic,static,none attn=flash_attention_2 cell_budget_s=10
-  run ref-7b-none $L7 new_tokens=64 cache=none attn=sdpa cell_budget_s=10
-  stage ref-7b-b32 env PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python3 -m bench run -m $L7 new_tokens=16 \
-    batch=32 cache=dynamic,paged attn=flash_attention_2 repeats=3 store="$STORE"
-  run ref-8b -m model=llama-3-8b prompt_len=4096 new_tokens=64 cache=paged,static,dynamic \
-    attn=sdpa,flash_attention_2 cell_budget_s=10
-  run ref-8b-none model=llama-3-8b prompt_len=4096 new_tokens=64 cache=none attn=sdpa repeats=2
-  # the classic headline: gpt2, 8 + 1000 tokens, cache against none, batch 1 and 8
-  run headline sweep=headline attn=sdpa repeats=2
+  # issue 23: the planner's largest batch at its boundary, run and +10% (bisected if the two disagree)
+  stage boundary python3 scripts/boundary.py store="$STORE" budget_s=330
+  # issue 23: what offloading holds in host memory (the batch-96 SIGKILL)
+  stage offload python3 scripts/offload_probe.py
+  # issue 21: the known remedies for a recompile storm (static + flash_attention_2), measured
+  run remedies -m model=llama-2-7b prompt_len=1024 new_tokens=64 cache=static attn=flash_attention_2 rounds=1 \
+    compile=off max_repeats=3 cell_budget_s=5
+  run remedies-mode -m model=llama-2-7b prompt_len=1024 new_tokens=64 cache=static attn=flash_attention_2 rounds=1 \
+    compile_mode=max-autotune-no-cudagraphs max_repeats=3 cell_budget_s=5 compile_budget_s=180
   touch "$W/done"
 }
 

@@ -85,6 +85,7 @@ class RunConfig:
     budget_s: Optional[float] = None    # a sweep's wall-time budget: race the cells (first pass, then contenders)
     compile_budget_s: float = 60.0      # with isolate: a cell's warm-up (compile included) may take this long
     threads: Any = "auto"               # torch intra-op threads in the worker: auto (torch's choice) or a count
+    process_warmup_s: float = 0.0       # untimed generate() calls when a worker has loaded its model, before any cell
     gpus: Optional[str] = None          # all, or GPU indices (0,1): one worker per GPU, cells spread over them
     device: str = "auto"
     device_map: Optional[str] = None    # 'auto': accelerate spreads a too-large model over GPUs (real weights)
@@ -122,6 +123,7 @@ class RunConfig:
         if self.budget_s is not None:
             checks.number("budget_s", self.budget_s, 0)
         checks.number("compile_budget_s", self.compile_budget_s, 0)
+        checks.number("process_warmup_s", self.process_warmup_s, 0, open_low=False)
         if self.threads != "auto":
             try:
                 checks.integer("threads", self.threads, 1)

@@ -47,7 +47,24 @@ def get_model(cfg, device: str) -> models.Loaded:
         if device == "cuda":
             torch.cuda.empty_cache()
         _loaded[key] = models.load(cfg.model, device, cfg.weights, cfg.seed, cfg.device_map)
+        process_warmup(_loaded[key].model, cfg, device)
     return _loaded[key]
+
+
+def process_warmup(model, cfg, device: str) -> None:
+    """Before a fresh process's first cell: plain generate() calls at the cell's lengths for process_warmup_s
+    seconds, so that what a process initialises once (thread pools, allocator, kernels' first use) is not timed
+    in whichever cell happens to run first (scripts/drift_check.py measures the effect)."""
+    if cfg.process_warmup_s <= 0:
+        return
+    from bench.measure.clock import pad_id
+
+    ids = models.prompt_ids(model.config.get_text_config().vocab_size, cfg.batch, cfg.prompt_len, cfg.seed).to(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        while time.perf_counter() - t0 < cfg.process_warmup_s:
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=cfg.new_tokens,
+                           min_new_tokens=cfg.new_tokens, do_sample=False, pad_token_id=pad_id(model))
 
 
 def _spy(obj, name: str) -> list:

@@ -18,6 +18,7 @@ from bench.stats import intervals
 from bench.measure.memory import launch_us
 
 REMEASURE = 1  # a disturbed cell is measured again this many times before it is flagged
+ROUND_MIN_REPEATS = 3  # timed calls of one round at least (its median); one process alone needs 6 for an interval
 
 
 @dataclass
@@ -35,8 +36,10 @@ class Series:
 
 def stopper(cfg) -> intervals.Stopper:
     if cfg.repeats == "auto":
-        # the cell's budget is shared by its planned rounds: each round's process gets its part
+        # The cell's budget is shared by its planned rounds: each round's process gets its part. With rounds, the
+        # interval comes from the spread between processes, so a round needs only a few calls for its median.
         return intervals.Stopper(precision=cfg.precision, max_repeats=cfg.max_repeats,
+                                 min_repeats=ROUND_MIN_REPEATS if cfg.rounds > 1 else None,
                                  budget_s=cfg.cell_budget_s / max(cfg.rounds, 1), metrics=("e2e_ms", "tpot_ms"))
     return intervals.Stopper.fixed(cfg.repeats)
 
