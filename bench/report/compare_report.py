@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.stats import verdicts
 from bench.report import compare as cmp
-from bench.report import fig_compare
+from bench.report import fig_compare, margins
 from bench.report.fmt import RC, md, text
 from bench.report.tables import markdown
 
@@ -21,10 +21,10 @@ CHANGED = (verdicts.SLOWER, verdicts.FASTER)
 
 
 def _ci(v: verdicts.Verdict) -> str:
+    """'1.021 [1.01–1.03, 95% CI]', or '[…, n=2+3]' where a side has too few calls for a 95% CI."""
     if v.ratio is None:
         return "–"
-    iv = f" [{v.lo:.3f}–{v.hi:.3f}]" if v.lo is not None else ""
-    return f"{v.ratio:.3f}{iv}"
+    return f"{v.ratio:.3f}{margins.interval_text(v)}"
 
 
 def _r(x: float) -> str:
@@ -42,7 +42,7 @@ def floor_text(floor: verdicts.NoiseFloor) -> str:
 def _row(c: cmp.Cell) -> dict:
     v = c.time
     verdict = f"**{v.label}**" if v.label in CHANGED else v.label
-    return {"setup": md(c.setup), "strategy / attention": md(c.label), "e2e head/base [95% CI]": _ci(v),
+    return {"setup": md(c.setup), "strategy / attention": md(c.label), "e2e head/base [interval]": _ci(v),
             "verdict": verdict, "TTFT ×": _r(c.ttft_ratio), "TPOT ×": _r(c.tpot_ratio),
             "memory": md("; ".join(c.memory)) if c.memory else "same", "note": md(v.note[:120])}
 
@@ -56,11 +56,22 @@ def _conditions(res: cmp.Result, base_spec: str, head_spec: str) -> list[str]:
                  "head": f"{len(res.head)} ({int((res.head['status'] == 'ok').sum())})"})
     out = markdown(pd.DataFrame(rows))
     for name, d in (("base", res.base), ("head", res.head)):
-        gpus = sorted({text(g) or "none" for g in d["gpu"]})
+        gpus = sorted({text(g) or "none" for g in d["machine"]})
         if len(gpus) > 1:
             out += ["", f"**{name} mixes {len(gpus)} GPUs** ({', '.join(gpus)}): each cell uses its newest ok row "
                         "whichever GPU ran it; add @gpu=NAME to pick one."]
     return out
+
+
+def cross(res: cmp.Result) -> list[str]:
+    """A warning line when base and head ran on different machines: every ratio is then a cross-GPU (or
+    cross-host) compare, the machine's difference as much as the code's."""
+    b, h = (sorted(set(d.loc[d["status"] == "ok", "machine"])) for d in (res.base, res.head))
+    if not b or not h or b == h:
+        return []
+    kind = "cross-GPU" if all(not m.startswith("CPU") for m in b + h) else "cross-machine"
+    return [f"**A {kind} compare**: base ran on {', '.join(b)}, head on {', '.join(h)}; each ratio below is the "
+            "machines' difference as much as the code's, and the noise floor of one machine does not cover it.", ""]
 
 
 def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: bool = False,
@@ -77,6 +88,7 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
     mem = sum(any("no data" not in m for m in c.memory) for c in res.cells)
     title = "A/A calibration" if calibrated_here else "kvbench compare"
     lines = [f"# {title}", "", f"base `{md(base)}` vs head `{md(head)}`" + (" (samples pooled over rounds)" if pool else "") + ".", "",
+             *cross(res),
              f"**{len(res.cells)} cells compared: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
              + f"; memory changed in {mem}.** Timing verdicts are judged against a noise floor of {floor_text(floor)}.", ""]
     changed = [c for c in res.cells if c.time.label in CHANGED or any("no data" not in m for m in c.memory)]
@@ -106,7 +118,9 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
               "Cells are matched by their conditions (bench.store.identity: model, weights, dtype, device, batch, lengths, "
               "strategy and its settings, attention, SDPA backend, compile, seed), not by GPU or library versions. "
               "Per cell: the ratio head/base of the median e2e time per call, with a 95% percentile-bootstrap interval "
-              "from the raw per-call samples. It is *slower* or *faster* only when the whole interval lies outside "
+              f"from the raw per-call samples (`bench.report.verdict.judge`, as every report judges a pair); where a "
+              f"side has fewer than {margins.CI_FROM} calls that interval cannot reach 95% coverage and is shown as "
+              "[lo–hi, n=a+b]. It is *slower* or *faster* only when the whole interval lies outside "
               f"the noise band (1 ± floor, symmetric in log space); the floor is {floor_text(floor)}. A side whose calls "
               "disagreed with themselves is *disturbed*, and so is a cell whose two sides ran on the same GPU and CPU model "
               "with the host's launch probe more than 1.5x apart (the host changed, not the code); a side with one "
