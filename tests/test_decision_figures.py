@@ -134,3 +134,14 @@ def test_cpu_memory_is_never_drawn_as_device_memory(tmp_path, figures):
     d = fig_memory.memory(setup_rows(own), "cpu", tmp_path / "m2.png").data
     assert d["panels"] == ["held", "cell RSS"] and [r["mib"] for r in d["rss"]] == [600.0, 650.0]
     assert_inside(figures[-1])
+
+
+def test_step_latency_panels_carry_the_bandwidth_floor(tmp_path, figures):
+    from bench.report import fig_steps
+
+    rows = setup_rows([ok(GPU, 0, cache="dynamic", strategy="dynamic", reference=True, bandwidth_floor_ms=4.0),
+                       ok(GPU, 1, cache="static", strategy="static", tpot_ms=6.0)])
+    d = fig_steps.steps(rows, TITLE, tmp_path / "s.png").data
+    assert {p["label"]: p["floor_ms"] for p in d["panels"]} == {"dynamic / sdpa": 4.0, "static / sdpa": None}
+    assert figures[-1].axes[0].get_ylim()[0] <= 4.0  # the floor is in view
+    assert_inside(figures[-1])

@@ -313,7 +313,9 @@ def test_byte_identical_twice(gpu_rows, quality_rows, tmp_path):
 
 
 def test_figures_import_without_torch(tmp_path):
-    mods = ", ".join(f"bench.report.{m}" for m in ("fig_setup", "fig_steps", "fig_quality", "fig_compare", "fig_pairs"))
+    mods = ", ".join(f"bench.report.{m}" for m in ("fig_setup", "fig_steps", "fig_quality", "fig_compare", "fig_pairs",
+                                                   "fig_memory", "fig_capacity", "fig_tradeoff", "answers", "front",
+                                                   "pages", "margins", "facts")) + ", bench.config.gpus"
     res = run_without_torch(f"import sys, {mods}", [], tmp_path)
     assert res.returncode == 0, res.stderr
 

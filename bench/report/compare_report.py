@@ -101,7 +101,10 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
         with matplotlib.rc_context():
             matplotlib.rcdefaults()
             matplotlib.rcParams.update(RC)
-            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated, f"e2e time per call, {head} against {base}",
+            said = cross(res)
+            kind = "" if not said else "a cross-GPU compare, " if "cross-GPU" in said[0] else "a cross-machine compare, "
+            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated,
+                                       f"{kind}e2e time per call, {head} against {base}",
                                        out / "compare_ratios.png")
         written.append(drawn.path)
         lines += [f"![head/base ratios]({drawn.path.name})", ""]

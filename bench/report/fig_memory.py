@@ -50,7 +50,9 @@ def memory(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     for i, (_, r) in enumerate(rows.iterrows()):
         if ok[i]:
             ends.append(max(left[i], (fmt.num(w[i]) + th[i]) / scale if on_dev[i] else 0.0))
-            ax.annotate(f"{fmt.sig(peak[i] / scale)} {unit}" + (" (< weights + KV)" if other[i] < 0 else ""),
+            said = ("no peak figure: weights + KV only" if np.isnan(peak[i]) else  # e.g. left out by corrections.json
+                    f"{fmt.sig(peak[i] / scale)} {unit}" + (" (< weights + KV)" if other[i] < 0 else ""))
+            ax.annotate(said,
                         (ends[-1], y[i]), xytext=(5, 0), textcoords="offset points", va="center", fontsize=7)
             data["device"].append({"label": r["label"], "weights_mib": float(w[i]), "device_kv_mib": float(dev_kv[i]),
                                    "other_mib": float(other[i]), "peak_mem_mib": float(peak[i]),

@@ -185,8 +185,9 @@ def architectures(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     fig = fmt.figure(width, 1.9 + 0.45 * max(len(rows), 3))
     ax_kv, ax_t = fig.subplots(1, 2, sharey=True)
     head = title(fig, f"Architectures side by side, by KV heads: {title_text}\nleft: KV cache held after "
-                 "generation (diamond: predicted); right: time per output token (median; whiskers: 95% interval of "
-                 "the median, or p10–p90), decode throughput after the bar; hatched = disturbed", width)
+                 "generation (diamond: predicted); right: time per output token (median; whiskers: its 95% CI from "
+                 ">= 6 calls, else the min–max of 2–5 calls or an old row's p10–p90), decode throughput after the bar; "
+                 "hatched = disturbed", width)
     y = np.arange(len(rows), dtype=float)
     labels = [f"{m}\n{heads_text(k)} KV heads" for m, k in zip(rows["model"], rows["kv_heads_n"])]
     kv, th, tpot = col(rows, "kv_cache_mib"), col(rows, "kv_theory_mib"), col(rows, "tpot_ms")

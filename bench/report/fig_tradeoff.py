@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from bench.report import facts, fmt, selection
 from bench.report.fig_quality import place_labels
@@ -45,11 +46,12 @@ def axis(rows: pd.DataFrame) -> tuple[str, str, float]:
 def tradeoff(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn | None:
     ok = [r for r in rows.to_dict("records") if r["status"] == "ok" and not math.isnan(fmt.num(r.get("tpot_ms")))]
     kind, xname, scale = axis(rows)
-    pts = []
+    pts, gone = [], []
     for r in ok:
         mem = facts.memory(r)
         x = mem.mib if kind == "memory" else fmt.num(r.get("kv_cache_mib"))
         if math.isnan(x):
+            gone.append(r["label"])
             continue
         sp = selection.spread(r, "tpot_ms")
         pts.append({"label": r["label"], "x": x, "device_mib": x - mem.host_mib, "host_mib": mem.host_mib,
@@ -65,14 +67,17 @@ def tradeoff(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn | None:
     width = 11.0
     fig = fmt.figure(width, 6.2)
     ax = fig.subplots()
-    head = title(fig, f"Decode time against memory: {title_text}\none point per ok row; ringed and joined: the "
+    head = title(fig, f"Decode time vs memory: {title_text}\none point per ok row; ringed and joined: the "
                  "Pareto front (no clean row has both less memory and less time); hollow: flagged (disturbed or "
                  "below its bandwidth floor), never on the front; whiskers: the median's interval; grey bar: the "
-                 "row's bandwidth floor", width)
+                 "row's bandwidth floor" + (f"\nnot drawn, no memory figure: {', '.join(gone)}" if gone else ""), width)
     ys = [v for p in pts for v in (p["y"], p["lo"], p["hi"], p["floor_ms"]) if math.isfinite(v) and v > 0]
     log = max(ys) / min(ys) > LOG_SPAN
     if log:
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     for p in pts:
         x = p["x"] / scale
         color = "tab:red" if p["label"] in best else "tab:blue"
@@ -92,6 +97,11 @@ def tradeoff(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn | None:
     ax.margins(x=0.25, y=0.2)
     if not log:
         ax.set_ylim(bottom=0)
+    xs = [p["x"] / scale for p in pts] + [p["device_mib"] / scale for p in pts if p["host_mib"]]
+    lo, hi = min(xs), max(xs)
+    pad = max((hi - lo) * 0.25, 0.05 * hi, 1e-9)  # rows a few bytes apart: a readable axis, not a 1e-5 offset
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     if any(p["host_mib"] for p in pts):
         ax.plot([], [], color="tab:purple", lw=2.5, alpha=0.6, label="KV in host memory (from the device peak)")
     ax.plot([], [], marker="_", ms=14, mew=2.5, color="0.45", ls="none", label="bandwidth floor of the row")
@@ -101,7 +111,7 @@ def tradeoff(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn | None:
     fig.legend(loc="outside lower center", ncols=5, fontsize=8)
     texts = [p["label"] + ("" if p["clean"] else f" ({p['why']})") for p in pts]
     place_labels(fig, ax, np.array([p["x"] / scale for p in pts]), np.array([p["y"] for p in pts]), texts)
-    data = {"title": head, "x": kind, "unit": unit, "yscale": "log" if log else "linear",
+    data = {"title": head, "x": kind, "unit": unit, "yscale": "log" if log else "linear", "left_out": gone,
             "front": [p["label"] for p in pts if p["label"] in best], "points": [{**p, "front": p["label"] in best}
                                                                               for p in pts]}
     return Drawn(fmt.save(fig, path), data)
