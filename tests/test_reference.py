@@ -230,3 +230,13 @@ def test_no_torch(tmp_path):
                             "assert reference.main(sys.argv[1:]) == 0",
                             [f"store={store}", f"gpu={GPU}", f"out={tmp_path / 'r.md'}"], tmp_path)
     assert res.returncode == 0, res.stderr
+
+
+def test_throughput_below_the_largest_batch_never_sets_a_row_against_itself(tmp_path):
+    fa = "flash_attention_2"
+    md = report(tmp_path, rows(**{"b8 dynamic fa": row("dynamic", attn=fa, batch=8, tpot=40.0),
+                                  "b8 paged fa": row("paged", attn=fa, batch=8, tpot=10.0, bandwidth_floor_ms=12.0,
+                                                     mbu=1.2)}))
+    need, use, measured, avoid = decision(md, "throughput, batch 8")
+    assert use == "`dynamic / flash_attention_2`" and avoid == "–"
+    assert "`paged (256-token blocks) / flash_attention_2` 800 not ranked: below its bandwidth floor (MBU 1.20)" in measured

@@ -27,8 +27,8 @@ def counts(store: str, picked: selection.Picked, groups: list) -> str:
              if lost else "")
     ok = picked.shown[picked.shown["status"] == "ok"].to_dict("records")
     dist, below = sum(facts.flag(r.get("disturbed")) for r in ok), sum(facts.below_floor(r) for r in ok)
-    flagged = ", ".join(x for x in (f"{dist} disturbed" if dist else "", f"{below} faster than their own bandwidth "
-                                    "floor" if below else "") if x)
+    flagged = ", ".join(x for x in (f"{dist} disturbed" if dist else "", f"{below} below {'its' if below == 1 else 'their'} "
+                                    "own bandwidth floor" if below else "") if x)
     machines = sorted(set(picked.shown["machine"]))
     return (f"From `{md(store)}`: **{len(cells)} cells = {' + '.join(parts)}**{where}, in "
             f"{len(selection.setups(picked.shown))} setups on {len(machines)} machine{'s' * (len(machines) != 1)}; "

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.report import margins, tables
+from bench.report import facts, margins, tables
 from bench.report.fig_setup import flag
 from bench.report.fmt import md, num, sig, text
 from bench.report.gpu_facts import (FA, alloc, best, broken, code, count, evidence, failures, gib, links, ms,
@@ -115,7 +115,7 @@ def throughput(groups: list, plots: str, found: list = ()) -> Question:
             continue
         ref = reference(rows, w)
         nxt = best(rows.drop(index=w.name), "decode_tok_s", high=True) if ref is None or ref.name == w.name else None
-        other = nxt if nxt is not None else ref
+        other = nxt if nxt is not None else ref if ref is not None and ref.name != w.name else None
         vs = [f"{code(other['label'])} {sig(other['decode_tok_s'])} tok/s: "
               f"{margins.judge(w.to_dict(), other.to_dict()).short()}"] if other is not None else []
         vs += [f"{code(r['label'])}: {status(r)}" for _, r in failures(rows)]
@@ -123,12 +123,20 @@ def throughput(groups: list, plots: str, found: list = ()) -> Question:
             q.decisions.append({"you need": f"throughput, batch {s['batch']}: {short(s, False)}",
                                 "use": code(w["label"]) + alloc(w),
                                 "measured": f"{sig(w['decode_tok_s'])} decode tok/s ({sig(w['e2e_tok_s'])} over the "
-                                            f"whole call, prefill included), peak {gib(w['peak_mem_mib'])}",
+                                            f"whole call, prefill included), peak {gib(w['peak_mem_mib'])}"
+                                            + "".join(f"; {code(r['label'])} {sig(r['decode_tok_s'])} not ranked: {why_}"
+                                                      for why_, r in passed_over_tok(rows, w)),
                                 "instead of / avoid": "; ".join(vs) or "–"})
         roles = [("most tok/s", w), (text(ref["strategy"]) if ref is not None else "", ref), ("next", nxt)]
         picks.append((s, rows, roles + passed_over(rows, w) + failures(rows)))
     q.evidence = evidence(picks, plots, whole_call=True)
     return q
+
+
+def passed_over_tok(rows: pd.DataFrame, w) -> list:
+    """Flagged rows with more decode tok/s than the winner (never crowned), with the reason."""
+    return [(facts.why_not_clean(r), r) for _, r in rows[rows["status"] == "ok"].iterrows()
+            if not facts.clean(r) and num(r["decode_tok_s"]) > num(w["decode_tok_s"])]
 
 
 def _fit(lab: str, g: pd.DataFrame, every: pd.DataFrame) -> tuple[dict, object, pd.DataFrame]:
