@@ -123,3 +123,19 @@ def test_submitit_local_executor_runs_the_sweep(subprocess_env, tmp_path):
     files, rows = store_rows(store)
     assert sorted(x["cache"] for x in rows) == ["dynamic", "none"] and all(x["status"] == "ok" for x in rows)
     assert len(files) == 2  # each submitit job is its own process and writes its own file
+
+
+def test_a_warm_up_past_its_compile_budget_ends_the_cell_with_a_row_that_says_so(subprocess_env, tmp_path):
+    """A cell whose warm-up (compile included) outlives compile_budget_s is killed there, names the budget and the
+    strategy and attention path, and the next cell still runs."""
+    env = {**subprocess_env, "KVBENCH_FAULT": "sleep:dynamic:60"}  # the dynamic cell hangs before its warm-up ends
+    store = tmp_path / "s"
+    t0 = time.time()
+    r = bench(["run", "-m", *SMALL, "cache=dynamic,none", "compile_budget_s=2", f"store={store}"], env, tmp_path)
+    took = time.time() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    by = _by_cache(store_rows(store)[1])
+    assert by["dynamic"]["status"] == "error" and by["none"]["status"] == "ok"
+    assert "warm-up still compiling after compile_budget_s=2 s" in by["dynamic"]["error"]
+    assert "dynamic cache + sdpa" in by["dynamic"]["error"] and "compile=off" in by["dynamic"]["error"]
+    assert took < 55, took  # ended at its budget, not after the 60 s sleep

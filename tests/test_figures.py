@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bench.store.schema import COLUMNS, Record
-from bench.report import fig_compare, fig_pairs, fig_quality, fig_setup, fig_steps, fmt, selection as select
+from bench.report import fig_compare, fig_memory, fig_pairs, fig_quality, fig_setup, fig_steps, fmt
+from bench.report import selection as select
 from tests.conftest import run_without_torch
 
 GPU = dict(model="llama-2-7b", weights="random", device="cuda", gpu="NVIDIA H100 80GB HBM3", dtype="bfloat16",
@@ -141,7 +142,7 @@ def test_latency_bars_placeholders_and_disturbed(gpu_rows, tmp_path, figures):
 
 
 def test_memory_keeps_host_kv_off_the_device(gpu_rows, tmp_path, figures):
-    d = fig_setup.memory(gpu_rows, TITLE, tmp_path / "memory.png").data
+    d = fig_memory.memory(gpu_rows, TITLE, tmp_path / "memory.png").data
     assert d["panels"] == ["device", "host"] and d["unit"] == "GiB"
     dev = by_label(d["device"])
     off = dev["offloaded / sdpa"]
@@ -161,7 +162,7 @@ def test_memory_keeps_host_kv_off_the_device(gpu_rows, tmp_path, figures):
 
 def test_memory_without_host_kv_has_one_panel(gpu_rows, tmp_path):
     rows = gpu_rows[gpu_rows["label"] != "offloaded / sdpa"]
-    d = fig_setup.memory(rows, TITLE, tmp_path / "m.png").data
+    d = fig_memory.memory(rows, TITLE, tmp_path / "m.png").data
     assert d["panels"] == ["device"] and d["host"] == []
 
 
@@ -296,7 +297,7 @@ def test_architectures(tmp_path, figures):
 def draw_all(gpu_rows, quality_rows, out) -> list:
     out.mkdir()
     pp = fig_pairs.pairs(gpu_rows)
-    return [fig_setup.latency(gpu_rows, TITLE, out / "l.png"), fig_setup.memory(gpu_rows, TITLE, out / "m.png"),
+    return [fig_setup.latency(gpu_rows, TITLE, out / "l.png"), fig_memory.memory(gpu_rows, TITLE, out / "m.png"),
             fig_steps.mbu(gpu_rows, TITLE, out / "b.png"), fig_steps.steps(gpu_rows, TITLE, out / "s.png"),
             fig_quality.quality(quality_rows, "q", out / "q.png"),
             fig_compare.ratios(cells(12), 0.05, True, "c", out / "c.png"),
@@ -312,7 +313,9 @@ def test_byte_identical_twice(gpu_rows, quality_rows, tmp_path):
 
 
 def test_figures_import_without_torch(tmp_path):
-    mods = ", ".join(f"bench.report.{m}" for m in ("fig_setup", "fig_steps", "fig_quality", "fig_compare", "fig_pairs"))
+    mods = ", ".join(f"bench.report.{m}" for m in ("fig_setup", "fig_steps", "fig_quality", "fig_compare", "fig_pairs",
+                                                   "fig_memory", "fig_capacity", "fig_tradeoff", "answers", "front",
+                                                   "pages", "margins", "facts")) + ", bench.config.gpus"
     res = run_without_torch(f"import sys, {mods}", [], tmp_path)
     assert res.returncode == 0, res.stderr
 

@@ -107,17 +107,32 @@ def decision(text: str, need: str) -> list[str]:
 
 def test_winners_with_their_numbers(tmp_path):
     md = report(tmp_path, rows())
-    need, use, measured, avoid = decision(md, "lowest latency, one sequence")
+    need, use, measured, avoid = decision(md, "lowest latency, batch 1")
     assert "512 + 33 tokens" in need and use == "`static / sdpa`"
-    assert measured.startswith("4.00 ms/token, TTFT 20.0 ms")
-    assert "`dynamic / sdpa` 12.0 ms (3.00× slower)" in avoid
-    need, use, measured, avoid = decision(md, "throughput, batch 32")
-    assert use == "`paged (256-token blocks) / flash_attention_2`"
-    assert measured.startswith("3106 tok/s over the whole call") and "(3200 decoding)" in measured
-    assert "`dynamic / flash_attention_2` 812 tok/s (3.82× fewer)" in avoid  # the reference of the same path
+    assert measured.startswith("4.00 ms/token")
+    assert avoid.startswith("`none / sdpa` 11.0 ms/token: ×2.75 [") and avoid.endswith("beyond noise")
+    assert "n=5+5]" in avoid  # 5 calls a side: not called a 95% CI
+    need, use, measured, avoid = decision(md, "most throughput at the largest batch that fits")
+    assert "batch 32" in need and use == "`paged (256-token blocks) / flash_attention_2`"
+    assert measured.startswith("3200 decode tok/s") and "OOM here: static / sdpa" in measured
+    assert avoid.startswith("`dynamic / sdpa` 842 decode tok/s: ×3.80 [")
     _, use, measured, _ = decision(md, "nothing special")
     assert use == "`dynamic`" and "ok in 2 of 2 setups" in measured
     assert "**Every row used RANDOM WEIGHTS**" in md and "driver 570.1" in md and "flash-attn 2.8.3" in md
+
+
+def test_the_decisions_are_report_mds_answers(tmp_path):
+    """One verdict everywhere: the reference report's decision rows are the front page's answers, word for word."""
+    from bench.report import answers
+
+    store = write(tmp_path, rows())
+    df = select.prepare(load(store))
+    groups = select.setups(select.pick(df).shown)
+    found = [a for (_, _), setups in answers.groups(groups) for a in answers.answers(setups, df)]
+    md = report(tmp_path, rows(), "again")
+    for a in found:
+        if a.margin is not None:
+            assert a.margin.short() in md
 
 
 def test_a_changed_number_changes_the_text(tmp_path):
@@ -126,9 +141,9 @@ def test_a_changed_number_changes_the_text(tmp_path):
                                  "b32 paged fa": row("paged", attn="flash_attention_2", batch=32, tpot=16.0)}), "b")
     assert decision(a, "lowest latency")[2].startswith("4.00 ms/token")
     assert decision(b, "lowest latency")[2].startswith("4.25 ms/token")
-    assert "(2.82× slower)" in decision(b, "lowest latency")[3]
-    assert "(2000 decoding)" in decision(b, "throughput, batch 32")[2]
-    assert "(2.44× fewer)" in decision(b, "throughput, batch 32")[3]
+    assert "×2.59 [" in decision(b, "lowest latency")[3]
+    assert decision(b, "most throughput")[2].startswith("2000 decode tok/s")
+    assert "×2.38 [" in decision(b, "most throughput")[3]
     assert "4.00 ms" not in b.split("| you need")[1].split("\n\n")[0]
 
 
@@ -136,13 +151,23 @@ def test_a_disturbed_row_never_wins(tmp_path):
     md = report(tmp_path, rows(**{"b1 quantized": row("quantized", tpot=1.0, disturbed=True,
                                                       disturbed_why="spread")}))
     assert decision(md, "lowest latency")[1] == "`static / sdpa`"
+    assert "not ranked: disturbed" in decision(md, "lowest latency")[2]
     assert "⚠ disturbed" in section(md, "Lowest latency for one sequence")  # shown among the evidence, marked
 
 
+def test_a_row_faster_than_its_bandwidth_floor_never_wins(tmp_path):
+    md = report(tmp_path, rows(**{"b1 quantized": row("quantized", tpot=1.0, bandwidth_floor_ms=2.0, mbu=2.0)}))
+    assert decision(md, "lowest latency")[1] == "`static / sdpa`"
+    assert "not ranked: below its bandwidth floor (MBU 2.00)" in decision(md, "lowest latency")[2]
+
+
 def test_oom_is_reported_as_oom(tmp_path):
-    md = report(tmp_path, rows())
-    assert "`static / sdpa`: OOM" in decision(md, "throughput, batch 32")[3]
-    assert "OOM (asked 2.00 GiB)" in section(md, "Throughput at batch > 1")
+    short_gen = failed("static", "error", "ShortGeneration: asked for 32 x 33 new tokens, continuous batching "
+                       "produced 32 x 0; Memory footprint 77828849664 is more than available memory 63465239347",
+                       batch=32)
+    for md in (report(tmp_path, rows(), "a"), report(tmp_path, rows(**{"b32 static": short_gen}), "b")):
+        assert "OOM here: static / sdpa" in decision(md, "most throughput")[2]
+    assert "OOM (asked 2.00 GiB)" in section(report(tmp_path, rows(), "c"), "Throughput at batch > 1")
 
 
 def test_a_crash_and_a_partial_compile_are_fast_paths_that_break(tmp_path):
@@ -151,7 +176,7 @@ def test_a_crash_and_a_partial_compile_are_fast_paths_that_break(tmp_path):
     part = row("static", attn="flash_attention_2", tpot=30.0, graph_breaks=33, recompile_limit_hits=1)
     md = report(tmp_path, rows(crash=crash, part=part))
     assert decision(md, "a compiled fast path")[3] == "`static / flash_attention_2`: compiled in part"
-    assert "runs 7.5× slower (1 setup)" in decision(md, "a compiled fast path")[2]
+    assert "decode step is ×7.5 the compiled one's, beyond noise in 1 of 1 setup" in decision(md, "a compiled fast path")[2]
     assert "(SIGSEGV)" in decision(md, "a run that does not crash")[3]
 
 
@@ -170,9 +195,9 @@ def test_repeats_quote_the_compare_verdict(tmp_path):
     v, _ = verdict.judge(first, second, verdicts.DEFAULT_FLOOR)
     assert v.label == "slower"
     body = section(md, "How far repeats agree")
-    assert f"{v.ratio:.2f} [{v.lo:.2f}–{v.hi:.2f}]: slower" in body and ": 1 slower." in body
+    assert f"{v.ratio:.2f} [{v.lo:.2f}–{v.hi:.2f}, n=5+5]: slower" in body and ": 1 slower." in body
     # the newest row is the one shown everywhere else
-    assert "`dynamic / sdpa` 15.0 ms" in decision(md, "lowest latency")[3]
+    assert "| | dynamic | dynamic / sdpa | 15.0 |" in section(md, "Lowest latency for one sequence")
 
 
 def test_kv_cache_vs_no_cache_ratio(tmp_path):
@@ -180,6 +205,7 @@ def test_kv_cache_vs_no_cache_ratio(tmp_path):
     kv, nokv = 20.0 + 12.0 * 32, 20.0 + 11.0 * 32  # e2e = TTFT + tpot x (new tokens - 1)
     body = section(md, "KV cache vs no cache")
     assert f"| {nokv / kv:.2f} [" in body and "no cache is faster in 1 of 1 pairs" in body
+    assert "95% CI" not in body.split("| setup |")[1]  # 5 calls a side
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -210,3 +236,13 @@ def test_no_torch(tmp_path):
                             "assert main(['gpu-report', *sys.argv[1:]]) == 0",
                             [f"store={store}", f"gpu={GPU}", f"out={tmp_path / 'r.md'}"], tmp_path)
     assert res.returncode == 0, res.stderr
+
+
+def test_throughput_below_the_largest_batch_never_sets_a_row_against_itself(tmp_path):
+    fa = "flash_attention_2"
+    md = report(tmp_path, rows(**{"b8 dynamic fa": row("dynamic", attn=fa, batch=8, tpot=40.0),
+                                  "b8 paged fa": row("paged", attn=fa, batch=8, tpot=10.0, bandwidth_floor_ms=12.0,
+                                                     mbu=1.2)}))
+    need, use, measured, avoid = decision(md, "throughput, batch 8")
+    assert use == "`dynamic / flash_attention_2`" and avoid == "–"
+    assert "`paged (256-token blocks) / flash_attention_2` 800 not ranked: below its bandwidth floor (MBU 1.20)" in measured

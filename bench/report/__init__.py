@@ -1,5 +1,8 @@
 """The analysis side: reads only the store (pandas + matplotlib, never torch) and writes what people read.
 
-select (one row per cell, shared by report and compare) -> tables, figures (fig_*), markdown (report.md),
-compare + compare_report (compare.md), reference (a GPU's reference report), pr + publish (the PR loop).
+selection (one row per cell, one status vocabulary, shared by report and compare) -> facts (a row's memory,
+floor and caveats), margins (every pairwise claim, by verdict.judge), answers (the questions per machine and
+model) -> front (report.md's first screen), pages (one page per setup), tables, figures (fig_*), markdown
+(report.md); compare + compare_report (compare.md); gpu_report with gpu_questions and gpu_facts (a GPU's
+reference report); pr + publish (the PR loop).
 """

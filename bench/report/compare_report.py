@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.stats import verdicts
 from bench.report import compare as cmp
-from bench.report import fig_compare
+from bench.report import fig_compare, margins
 from bench.report.fmt import RC, md, text
 from bench.report.tables import markdown
 
@@ -21,10 +21,10 @@ CHANGED = (verdicts.SLOWER, verdicts.FASTER)
 
 
 def _ci(v: verdicts.Verdict) -> str:
+    """'1.021 [1.01–1.03, 95% CI]', or '[…, n=2+3]' where a side has too few calls for a 95% CI."""
     if v.ratio is None:
         return "–"
-    iv = f" [{v.lo:.3f}–{v.hi:.3f}]" if v.lo is not None else ""
-    return f"{v.ratio:.3f}{iv}"
+    return f"{v.ratio:.3f}{margins.interval_text(v)}"
 
 
 def _r(x: float) -> str:
@@ -76,11 +76,22 @@ def _conditions(res: cmp.Result, base_spec: str, head_spec: str) -> list[str]:
                  "head": f"{len(res.head)} ({int((res.head['status'] == 'ok').sum())})"})
     out = markdown(pd.DataFrame(rows))
     for name, d in (("base", res.base), ("head", res.head)):
-        gpus = sorted({text(g) or "none" for g in d["gpu"]})
+        gpus = sorted({text(g) or "none" for g in d["machine"]})
         if len(gpus) > 1:
             out += ["", f"**{name} mixes {len(gpus)} GPUs** ({', '.join(gpus)}): each cell uses its newest ok row "
                         "whichever GPU ran it; add @gpu=NAME to pick one."]
     return out
+
+
+def cross(res: cmp.Result) -> list[str]:
+    """A warning line when base and head ran on different machines: every ratio is then a cross-GPU (or
+    cross-host) compare, the machine's difference as much as the code's."""
+    b, h = (sorted(set(d.loc[d["status"] == "ok", "machine"])) for d in (res.base, res.head))
+    if not b or not h or b == h:
+        return []
+    kind = "cross-GPU" if all(not m.startswith("CPU") for m in b + h) else "cross-machine"
+    return [f"**A {kind} compare**: base ran on {', '.join(b)}, head on {', '.join(h)}; each ratio below is the "
+            "machines' difference as much as the code's, and the noise floor of one machine does not cover it.", ""]
 
 
 def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: bool = False,
@@ -97,6 +108,7 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
     mem = sum(any("no data" not in m for m in c.memory) for c in res.cells)
     title = "A/A calibration" if calibrated_here else "kvbench compare"
     lines = [f"# {title}", "", f"base `{md(base)}` vs head `{md(head)}`" + (" (samples pooled over rounds)" if pool else "") + ".", "",
+             *cross(res),
              f"**{len(res.cells)} cells compared: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
              + f"; memory changed in {mem}.**", "", _basis_line(res.cells, floor), ""]
     changed = [c for c in res.cells if c.time.label in CHANGED or any("no data" not in m for m in c.memory)]
@@ -109,7 +121,10 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
         with matplotlib.rc_context():
             matplotlib.rcdefaults()
             matplotlib.rcParams.update(RC)
-            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated, f"e2e time per call, {head} against {base}",
+            said = cross(res)
+            kind = "" if not said else "a cross-GPU compare, " if "cross-GPU" in said[0] else "a cross-machine compare, "
+            drawn = fig_compare.ratios(cells, floor.floor, floor.calibrated,
+                                       f"{kind}e2e time per call, {head} against {base}",
                                        out / "compare_ratios.png")
         written.append(drawn.path)
         lines += [f"![head/base ratios]({drawn.path.name})", ""]
@@ -125,11 +140,13 @@ def write(base: str, head: str, out: Path, floor: verdicts.NoiseFloor, pool: boo
     lines += ["## How a verdict is made", "",
               "Cells are matched by their conditions (bench.store.identity: model, weights, dtype, device, batch, lengths, "
               "strategy and its settings, attention, SDPA backend, compile, seed), not by GPU or library versions. "
-              "Per cell: the ratio head/base of the median e2e time per call. Where both rows measured their "
-              "reproducibility (rounds in separate worker processes: `round_sd_rel`), the ratio's 99% interval comes "
-              "from it, and the cell is *slower* or *faster* only when that interval excludes 1; the smallest change "
-              "it could detect is shown per cell. Where a side has no such measure (rows of one process), the interval "
-              "is a 95% percentile bootstrap of the per-call samples, and a change must put it wholly outside the "
+              "Per cell: the ratio head/base of the median e2e time per call (`bench.report.verdict.judge`, as every "
+              "report judges a pair). Where both rows measured their reproducibility (rounds in separate worker "
+              "processes), the ratio's 99% interval comes from a t-test on the two sides' round medians, and the cell "
+              "is *slower* or *faster* only when that interval excludes 1; the smallest change it could detect is "
+              "shown per cell. Where a side has no such measure (rows of one process), the interval is a 95% "
+              f"percentile bootstrap of the per-call samples (shown as [lo–hi, n=a+b] where a side has fewer than "
+              f"{margins.CI_FROM} calls, which cannot reach 95% coverage), and a change must put it wholly outside the "
               f"noise band (1 ± floor, symmetric in log space); the floor is {floor_text(floor)}. A side whose calls "
               "disagreed with themselves is *disturbed*, and so is a cell whose two sides ran on the same GPU and CPU model "
               "with the host's launch probe more than 1.5x apart (the host changed, not the code); a side with one "

@@ -91,7 +91,7 @@ def page_figure(page, n, floor, calibrated, title_text, xlim, band, path, data, 
     ax = fig.subplots()
     how = "calibrated from A/A pairs" if calibrated else "default, UNCALIBRATED"
     head = title(fig, f"Head / base: {title_text}" + (f" (page {n})" if n > 1 else "") + "\nratio of medians "
-                 f"(marker) with its bootstrap 95% interval (bar); shaded: noise band ×{band[0]:.3f}–×{band[1]:.3f} "
+                 f"(marker) with its bootstrap interval (bar; a 95% CI where both sides have >= 6 calls); shaded: noise band ×{band[0]:.3f}–×{band[1]:.3f} "
                  f"(floor {floor:.1%}, {how}); a change counts only when its whole interval leaves the band", width)
     data.setdefault("titles", []).append(head)
     ax.axvspan(*band, color="0.9", lw=0, zorder=0)

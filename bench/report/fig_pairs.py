@@ -17,19 +17,22 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from bench.store import identity
-from bench.report import fmt, selection
+from bench.report import fmt, margins, selection
 from bench.report.fig_setup import Drawn, bars, col, flag, holds_cache, title
 
-PAIR_KEY = tuple(k for k in identity.BASE_KEYS if k != "cache")
+PAIR_KEY = (*(k for k in identity.BASE_KEYS if k != "cache"), "machine")
 PAIR_SIDE = ("label", "ttft_ms", "e2e_ms", "step_ms", "disturbed", "sdpa_backend_used")
-GROUP = ("model", "weights", "device", "gpu", "dtype", "prompt_len", "new_tokens")
+GROUP = ("model", "weights", "device", "gpu", "machine", "dtype", "prompt_len", "new_tokens")
 PATH = ("attn", "sdpa_backend", "compile")
 FIGURE_MIN_TOKENS = 16  # shorter pairs get a table row but no curve
-PAIRS_NOTE = ("Pairs of a reference-cache row and a use_cache=False row with every other condition equal. time(k) = "
-              "TTFT + the first k−1 per-step medians: the time to have generated k tokens; ratio = no-cache time / "
-              "cache time (above 1: the cache is faster). Without a cache each step recomputes the whole context, so "
-              "its step time grows with the context; while steps are bound by launches and host overhead that growth "
-              "is hidden and the ratio can stay below 1.")
+PAIRS_NOTE = ("Pairs of a reference-cache row and a use_cache=False row with every other condition equal, the same "
+              "machine included. Two ratios, each printed as defined here: **e2e ratio** = median whole-call time "
+              "without the cache ÷ with it, with the interval and verdict of `bench.report.verdict.judge` (above 1: "
+              "the cache is faster); **steps ratio** = the same for time(k) at the last token, where time(k) = TTFT + "
+              "the first k−1 per-step medians: the figures' curves and their end labels. They differ because a sum "
+              "of per-step medians is not the median of whole calls. Without a cache each step recomputes the whole "
+              "context, so its step time grows with the context; while steps are bound by launches and host "
+              "overhead that growth is hidden and the ratios can stay below 1.")
 ARCH_NOTE = ("Same conditions, different models, ordered by KV heads (most first; 1 = MQA). KiB per cached token = "
              "kv_cache_mib × 1024 / (batch × (prompt_len + new_tokens − 1)).")
 
@@ -47,13 +50,15 @@ def pairs(rows: pd.DataFrame) -> pd.DataFrame:
     ok = rows[rows["status"] == "ok"]
     kv = ok[[flag(r.get("reference")) and holds_cache(r) for _, r in ok.iterrows()]]
     nokv = ok[[not holds_cache(r) for _, r in ok.iterrows()]]
-    cols = [f"{c}_{s}" for s in ("kv", "nokv") for c in PAIR_SIDE]
+    cols = [f"{c}_{s}" for s in ("kv", "nokv") for c in (*PAIR_SIDE, "row")]
     if kv.empty or nokv.empty:
-        return pd.DataFrame(columns=[*PAIR_KEY, *cols, "ratio"])
-    side = lambda d: pd.DataFrame({**{k: [fmt.text(v) for v in d[k]] for k in PAIR_KEY},
-                                   **{c: list(d[c]) if c in d else [None] * len(d) for c in PAIR_SIDE}})
+        return pd.DataFrame(columns=[*PAIR_KEY, *cols, "ratio", "steps_ratio"])
+    side = lambda d: pd.DataFrame({**{k: [fmt.text(v) for v in d[k]] for k in PAIR_KEY},  # noqa: E731
+                                   **{c: list(d[c]) if c in d else [None] * len(d) for c in PAIR_SIDE},
+                                   "row": d.to_dict("records")})
     m = side(kv).merge(side(nokv), on=list(PAIR_KEY), suffixes=("_kv", "_nokv"))
     m["ratio"] = [fmt.num(a) / fmt.num(b) for a, b in zip(m["e2e_ms_nokv"], m["e2e_ms_kv"])]
+    m["steps_ratio"] = [steps_ratio(p) for _, p in m.iterrows()]
     order = ["model", "weights", "device", "gpu", "dtype", "prompt_len", "new_tokens", *PATH, "seed", "batch"]
     key = sorted(range(len(m)), key=lambda i: tuple(fmt.nat(m.iloc[i][c]) for c in order))
     return m.iloc[key].reset_index(drop=True)
@@ -73,6 +78,15 @@ def cumulative_ms(ttft, steps) -> np.ndarray | None:
     if not isinstance(steps, (list, tuple, np.ndarray)) or not len(steps) or math.isnan(fmt.num(ttft)):
         return None
     return fmt.num(ttft) + np.concatenate([[0.0], np.cumsum([fmt.num(v) for v in steps])])
+
+
+def steps_ratio(p) -> float:
+    """time(k) without the cache over with it at the last token both rows have: the curve's end label."""
+    kv, nokv = (cumulative_ms(p[f"ttft_ms_{s}"], p[f"step_ms_{s}"]) for s in ("kv", "nokv"))
+    if kv is None or nokv is None:
+        return math.nan
+    n = min(len(kv), len(nokv))
+    return float(nokv[n - 1] / kv[n - 1])
 
 
 def path_text(p) -> str:
@@ -142,7 +156,7 @@ def architecture_groups(shown: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
     ok = ok[ok["kv_heads_n"] > 0]
     groups: dict = {}
     for i, r in ok.iterrows():
-        groups.setdefault(identity.cell_key(r.to_dict(), without=("model",)), []).append(i)
+        groups.setdefault(identity.cell_key(r.to_dict(), without=("model",)) + (("machine", r["machine"]),), []).append(i)
     out = []
     for key in sorted(groups, key=lambda k: tuple((n, fmt.nat(v)) for n, v in k)):
         rows = ok.loc[groups[key]]
@@ -153,7 +167,7 @@ def architecture_groups(shown: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
 
 def arch_title(s: dict) -> str:
     w = "RANDOM WEIGHTS" if s.get("weights") == "random" else f"{s.get('weights')} weights"
-    dev = s.get("device", "") + (f" ({s['gpu']})" if s.get("gpu") else "")
+    dev = fmt.machine_text(s)
     strat = selection.label({**s, "strategy": ""}) + (f", seed {s['seed']}" if s.get("seed") not in ("", "0", None) else "")
     return (f"{w}, {dev}, {s.get('dtype')}, batch {s.get('batch')}, prompt {s.get('prompt_len')} + "
             f"{s.get('new_tokens')} new tokens, {strat}")
@@ -171,8 +185,9 @@ def architectures(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     fig = fmt.figure(width, 1.9 + 0.45 * max(len(rows), 3))
     ax_kv, ax_t = fig.subplots(1, 2, sharey=True)
     head = title(fig, f"Architectures side by side, by KV heads: {title_text}\nleft: KV cache held after "
-                 "generation (diamond: predicted); right: time per output token (median; whiskers: 95% interval of "
-                 "the median, or p10–p90), decode throughput after the bar; hatched = disturbed", width)
+                 "generation (diamond: predicted); right: time per output token (median; whiskers: its 95% CI from "
+                 ">= 6 calls, else the min–max of 2–5 calls or an old row's p10–p90), decode throughput after the bar; "
+                 "hatched = disturbed", width)
     y = np.arange(len(rows), dtype=float)
     labels = [f"{m}\n{heads_text(k)} KV heads" for m, k in zip(rows["model"], rows["kv_heads_n"])]
     kv, th, tpot = col(rows, "kv_cache_mib"), col(rows, "kv_theory_mib"), col(rows, "tpot_ms")
@@ -209,34 +224,50 @@ def table(head: list[str], rows: list[list]) -> list[str]:
         ["| " + " | ".join(fmt.md(c) for c in r) + " |" for r in rows]
 
 
-def cache_vs_none_section(pp: pd.DataFrame, out: Path) -> Section:
-    """'## KV cache vs no cache': note, one table row per pair, one figure per setup (FIGURE_MIN_TOKENS+)."""
+def pair_name(s: dict) -> str:
+    """The file name of a setup's cache-vs-none figure (gpu_report links it too)."""
+    return "kv_vs_nocache_" + fmt.slug(s["model"], s["weights"], s["device"], fmt.machine_slug(s), s["dtype"], "ball",
+                                       f"p{s['prompt_len']}", f"n{s['new_tokens']}") + ".png"
+
+
+def verdict_text(p) -> str:
+    """judge's e2e ratio (no cache / cache), its interval and verdict; the same words as every report."""
+    m = margins.judge(p["row_kv"], p["row_nokv"], "e2e_ms")
+    v = m.v
+    if v.ratio is None:
+        return margins.WORDS[v.label]
+    return f"{v.ratio:.2f}×{margins.interval_text(v)}: no cache {v.label}"
+
+
+def cache_vs_none_section(pp: pd.DataFrame, out: Path, prefix: str = "") -> Section:
+    """Note, one table row per pair (machine named), one figure per setup (FIGURE_MIN_TOKENS+); image links
+    start with `prefix` (the page's way back to `out`)."""
     if pp.empty:
         return Section([], [])
-    rows = [[p["model"], p["device"], p["dtype"], p["prompt_len"], p["new_tokens"], path_text(p), p["batch"],
+    rows = [[p["machine"], p["model"], p["dtype"], p["prompt_len"], p["new_tokens"], path_text(p), p["batch"],
              fmt.fixed(fmt.num(p["e2e_ms_kv"]) / 1e3), fmt.fixed(fmt.num(p["e2e_ms_nokv"]) / 1e3),
-             fmt.fixed(p["ratio"]) + "×"] for _, p in pp.iterrows()]
-    lines = ["## KV cache vs no cache", "", PAIRS_NOTE, ""] + table(
-        ["model", "device", "dtype", "prompt", "new", "attention", "batch", "e2e cache (s)", "e2e no cache (s)",
-         "ratio"], rows) + [""]
+             verdict_text(p), fmt.fixed(p["steps_ratio"]) + "×",
+             "; ".join(f"{side} disturbed" for side, k in (("cache", "kv"), ("no cache", "nokv"))
+                       if flag(p[f"disturbed_{k}"])) or "–"] for _, p in pp.iterrows()]
+    lines = [PAIRS_NOTE, ""] + table(
+        ["machine", "model", "dtype", "prompt", "new", "attention", "batch", "e2e cache (s)", "e2e no cache (s)",
+         "e2e ratio [interval]: verdict", "steps ratio", "note"], rows) + [""]
     paths = []
     for s, g in pair_groups(pp):
         if fmt.num(s["new_tokens"]) >= FIGURE_MIN_TOKENS:
-            name = fmt.slug(s["model"], s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"], "ball",
-                            f"p{s['prompt_len']}", f"n{s['new_tokens']}")
-            paths.append(cache_vs_none(g, fmt.setup_title(s), out / f"kv_vs_nocache_{name}.png").path)
-    return Section(lines + [f"![{p.stem}]({p.name})" for p in paths] + [""] * bool(paths), paths)
+            paths.append(cache_vs_none(g, fmt.setup_title(s), out / pair_name(s)).path)
+    return Section(lines + [f"![{p.stem}]({prefix}{p.name})" for p in paths] + [""] * bool(paths), paths)
 
 
-def architecture_section(shown: pd.DataFrame, out: Path) -> Section:
-    """'## Architectures side by side': note, and per group a table and its figure; empty without a group."""
+def architecture_section(shown: pd.DataFrame, out: Path, prefix: str = "") -> Section:
+    """Note, and per group a table and its figure; empty without a group."""
     groups = architecture_groups(shown)
     if not groups:
         return Section([], [])
-    lines, paths = ["## Architectures side by side", "", ARCH_NOTE, ""], []
+    lines, paths = [ARCH_NOTE, ""], []
     for s, rows in groups:
         tag = hashlib.sha1(repr(sorted(s.items())).encode()).hexdigest()[:6]
-        name = fmt.slug(s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"], f"b{s['batch']}",
+        name = fmt.slug(s["weights"], s["device"], fmt.machine_slug(s), s["dtype"], f"b{s['batch']}",
                         f"p{s['prompt_len']}", f"n{s['new_tokens']}", tag)
         paths.append(architectures(rows, arch_title(s), out / f"architectures_{name}.png").path)
         tokens = fmt.num(s["batch"]) * (fmt.num(s["prompt_len"]) + fmt.num(s["new_tokens"]) - 1)
@@ -245,5 +276,5 @@ def architecture_section(shown: pd.DataFrame, out: Path) -> Section:
                  fmt.fixed(r["decode_tok_s"], 1)] for _, r in rows.iterrows()]
         lines += [f"### {arch_title(s)}", ""] + table(
             ["model", "KV heads", "KV cache (MiB)", "predicted KV (MiB)", "KiB per cached token", "TPOT (ms)",
-             "decode tok/s"], body) + ["", f"![{paths[-1].stem}]({paths[-1].name})", ""]
+             "decode tok/s"], body) + ["", f"![{paths[-1].stem}]({prefix}{paths[-1].name})", ""]
     return Section(lines, paths)

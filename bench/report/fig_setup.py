@@ -17,15 +17,16 @@ import pandas as pd
 from matplotlib.container import BarContainer
 from matplotlib.transforms import blended_transform_factory
 
-from bench.report import fmt, selection
+from bench.report import facts, fmt, selection
 
 # Conditions written under a row's label where they differ between the rows of a setup. For the allocator
 # setting '' is itself a condition (PyTorch's defaults); for versions '' only means a row that never loaded.
 VARY = {"cuda_alloc_conf": "PYTORCH_CUDA_ALLOC_CONF", "torch": "torch", "transformers": "transformers"}
 EMPTY_IS_A_VALUE = ("cuda_alloc_conf",)
 HATCH = "////"
-TIMING_NOTE = ("whiskers: 95% interval of the median where a row has >= 6 raw samples, else its p10–p90; "
-               "hatched = disturbed (the repeats disagreed with themselves): not a clean measurement")
+TIMING_NOTE = ("whiskers: the interval each value names (CI: 95% CI of the median, >= 6 calls; min–max of 2–5 "
+               "calls; p10–p90 of an old row); hatched = disturbed (the calls disagreed with themselves)")
+KIND = {"ci": "CI", "minmax": "min–max", "p10p90": "p10–p90", "none": "no interval"}
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,17 @@ def height(n: int, base: float = 1.9) -> float:
     return base + 0.3 * max(n, 2) + 0.12 * (n > 12) * (n - 12)
 
 
-def bars(ax, y, vals, lo, hi, color, disturbed, unit: str = "", text_at=None) -> list[float]:
+def bars(ax, y, vals, lo, hi, color, disturbed, unit: str = "", text_at=None, after=None) -> list[float]:
     """Horizontal bars with whiskers (lo/hi NaN: none), hatched where disturbed, the value after each bar (or
-    after text_at, a marker further right). Returns the right ends so the caller can leave room."""
+    after text_at, a marker further right) and after it `after[i]`. Returns the right ends so the caller can
+    leave room."""
     v = np.nan_to_num(vals)
     err = np.clip(np.nan_to_num(np.vstack([vals - lo, hi - vals])), 0, None)
     drawn = ax.barh(y, v, xerr=err if (err > 0).any() else None, color=color, capsize=2, error_kw={"lw": 0.9})
     ends = []
-    after = np.full(len(y), np.nan) if text_at is None else np.asarray(text_at, dtype=float)
-    for patch, yi, x, e, d, a in zip(drawn, y, vals, err[1], disturbed, after):
+    at = np.full(len(y), np.nan) if text_at is None else np.asarray(text_at, dtype=float)
+    tails = after if after is not None else [""] * len(y)
+    for patch, yi, x, e, d, a, tail in zip(drawn, y, vals, err[1], disturbed, at, tails):
         if d:
             patch.set_hatch(HATCH)
             patch.set_facecolor("white")
@@ -148,7 +151,7 @@ def bars(ax, y, vals, lo, hi, color, disturbed, unit: str = "", text_at=None) ->
         if math.isnan(x):
             continue
         ends.append(x + e)
-        ax.annotate(fmt.sig(x) + unit + (" disturbed" if d else ""), (finite_max([x + e, a]), yi), xytext=(5, 0),
+        ax.annotate(fmt.sig(x) + unit + (" disturbed" if d else "") + tail, (finite_max([x + e, a]), yi), xytext=(5, 0),
                     textcoords="offset points", va="center", fontsize=7, color="0.15")
     return ends
 
@@ -192,80 +195,47 @@ def not_ok(rows: pd.DataFrame, ok, axes, y, data: dict) -> list:
 # ---------------------------------------------------------------- latency
 
 def latency(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
-    """TTFT, TPOT (whiskers: selection.interval) and decode tok/s (whiskers: from TPOT's), one row per cell."""
+    """TTFT, TPOT (whiskers: selection.spread, its kind after the value; the row's bandwidth floor as a black
+    tick) and decode tok/s (whiskers from TPOT's), one row per cell."""
     rows, fig, axes, y, ok, dist = setup_figure(rows, 13.0, 3)
-    head = title(fig, f"Latency: {title_text}\nbars: median of timed repeats; {TIMING_NOTE}; grey rows: did not "
-                 "run ok", 13.0)
-    iv = {m: np.array([selection.interval(r, m) if o else (math.nan, math.nan) for o, (_, r) in zip(ok, rows.iterrows())],
-                      dtype=float).reshape(len(rows), 2) for m in ("ttft_ms", "tpot_ms")}
+    head = title(fig, f"Latency: {title_text}\nbars: median of the timed calls; {TIMING_NOTE}; black tick: the "
+                 "row's bandwidth floor; grey rows: did not run ok", 13.0)
+    spreads = {m: [selection.spread(r, m) if o else None for o, (_, r) in zip(ok, rows.iterrows())]
+               for m in ("ttft_ms", "tpot_ms")}
+    iv = {m: np.array([(sp.lo, sp.hi) if sp else (math.nan, math.nan) for sp in v], dtype=float).reshape(len(rows), 2)
+          for m, v in spreads.items()}
     with np.errstate(divide="ignore", invalid="ignore"):
         tok_iv = col(rows, "batch")[:, None] * 1000 / iv["tpot_ms"][:, ::-1]  # tok/s = batch * 1000 / tpot
-    panels = (("ttft_ms", iv["ttft_ms"], "time to first token, TTFT (ms)", "tab:blue"),
-              ("tpot_ms", iv["tpot_ms"], "time per output token, TPOT (ms)", "tab:orange"),
-              ("decode_tok_s", tok_iv, "decode throughput (tokens/s, all sequences)", "tab:green"))
+    floor = np.where(ok, col(rows, "bandwidth_floor_ms"), np.nan)
+    below = [bool(o) and facts.below_floor(r) for o, (_, r) in zip(ok, rows.iterrows())]
+    kind = lambda m: [f"  {KIND[sp.kind]}, n={sp.n}" if sp else "" for sp in spreads[m]]  # noqa: E731
+    panels = (("ttft_ms", iv["ttft_ms"], "time to first token, TTFT (ms)", "tab:blue", kind("ttft_ms")),
+              ("tpot_ms", iv["tpot_ms"], "time per output token, TPOT (ms)", "tab:orange",
+               [k + ("  BELOW FLOOR" if b else "") for k, b in zip(kind("tpot_ms"), below)]),
+              ("decode_tok_s", tok_iv, "decode throughput (tokens/s, all sequences)", "tab:green", None))
     data = {"title": head, "rows": [t.get_text() for t in axes[0].get_yticklabels()], "bars": [], "placeholders": []}
     vals = {}
-    for ax, (name, ci, xlabel, color) in zip(axes, panels):
+    for ax, (name, ci, xlabel, color, tail) in zip(axes, panels):
         vals[name] = np.where(ok, col(rows, name), np.nan)
-        frame(ax, bars(ax, y, vals[name], ci[:, 0], ci[:, 1], color, dist))
+        at = floor if name == "tpot_ms" else None
+        ends = bars(ax, y, vals[name], ci[:, 0], ci[:, 1], color, dist, text_at=at, after=tail)
+        if name == "tpot_ms" and np.isfinite(floor).any():
+            ax.plot(floor, y, ls="none", marker="|", ms=14, mew=2.2, color="k",
+                    label="bandwidth floor: (weights + KV) / measured copy bandwidth")
+            ends += list(floor[np.isfinite(floor)])
+        frame(ax, ends, room=1.75 if tail else 1.28)
         ax.set_xlabel(xlabel)
     for i, (_, r) in enumerate(rows.iterrows()):
         if ok[i]:
             hatched = all(bar_patches(ax)[i].get_hatch() == HATCH for ax in axes)  # as drawn
-            data["bars"].append({"label": r["label"], "disturbed": dist[i], "hatched": hatched, **{
+            data["bars"].append({"label": r["label"], "disturbed": dist[i], "hatched": hatched,
+                                 "floor_ms": float(floor[i]), "below_floor": below[i],
+                                 "interval": spreads["tpot_ms"][i].kind, **{
                 name: {"value": float(vals[name][i]), "lo": float(ci[i, 0]), "hi": float(ci[i, 1])}
                 for name, ci, *_ in panels}})
     axes[0].set_ylabel("strategy / attention")
-    fit(fig, not_ok(rows, ok, axes, y, data))
-    return Drawn(fmt.save(fig, path), data)
-
-
-# ---------------------------------------------------------------- memory
-
-def memory(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
-    """Device memory (weights + KV on the device + other = peak) and, where some row keeps KV in host memory,
-    a host panel: host-side KV never counts as device memory."""
-    host_any = (col(rows, "kv_host_mib") > 0) & (rows["status"] == "ok").to_numpy()
-    width = 13.0 if host_any.any() else 11.0
-    rows, fig, axes, y, ok, _ = setup_figure(rows, width, 2 if host_any.any() else 1, timing=False,
-                                             **({"width_ratios": [2.4, 1]} if host_any.any() else {}))
-    w, kv, host, th, peak = (np.where(ok, col(rows, c), np.nan) for c in
-                             ("weights_mib", "kv_cache_mib", "kv_host_mib", "kv_theory_mib", "peak_mem_mib"))
-    host = np.where(host > 0, host, np.nan)
-    dev_kv = kv - np.nan_to_num(host)
-    other = peak - np.nan_to_num(w) - np.nan_to_num(dev_kv)
-    cuda = (rows["device"] == "cuda").any()
-    scale, unit = (1024.0, "GiB") if finite_max(np.concatenate([peak, kv]), 0.0) > 4096 else (1.0, "MiB")
-    peak_name = "CUDA peak allocated" if cuda else "process peak RSS"
-    where = ("device: weights + KV held on the device (kv_cache_mib − kv_host_mib)" if cuda else
-             "process: weights + KV cache (kv_cache_mib)")
-    head = title(fig, f"Memory at peak: {title_text}\n{where} + other = {peak_name}"
-                 + ("; host: KV an offloaded cache keeps in host memory" if len(axes) > 1 else ""), width)
-    ax, left = axes[0], np.zeros(len(rows))
-    for v, name, color in ((w, "weights", "0.55"), (dev_kv, "KV cache in device memory" if cuda else "KV cache",
-                           "tab:blue"), (other, "other (activations, workspace, allocator)", "tab:orange")):
-        seg = np.clip(np.nan_to_num(v), 0, None) / scale
-        ax.barh(y, seg, left=left, color=color, label=name)
-        left += seg
-    on_dev = ~np.isfinite(host) & np.isfinite(th)
-    ax.plot(((np.nan_to_num(w) + th) / scale)[on_dev], y[on_dev], "kD", ms=5,
-            label="predicted KV (kv_theory_mib), drawn after the weights")
-    data = {"title": head, "unit": unit, "panels": ["device", "host"][:len(axes)],
-            "rows": [t.get_text() for t in ax.get_yticklabels()], "device": [], "host": [], "placeholders": []}
-    ends = []
-    for i, (_, r) in enumerate(rows.iterrows()):
-        if ok[i]:
-            ends.append(max(left[i], (fmt.num(w[i]) + th[i]) / scale if on_dev[i] else 0.0))
-            ax.annotate(f"{fmt.sig(peak[i] / scale)} {unit}" + (" (< weights + KV)" if other[i] < 0 else ""),
-                        (ends[-1], y[i]), xytext=(5, 0), textcoords="offset points", va="center", fontsize=7)
-            data["device"].append({"label": r["label"], "weights_mib": float(w[i]), "device_kv_mib": float(dev_kv[i]),
-                                   "other_mib": float(other[i]), "peak_mem_mib": float(peak[i]),
-                                   "kv_theory_mib": float(th[i]) if on_dev[i] else None})
-    ax.set_xlabel(f"{peak_name} ({unit})")
-    frame(ax, ends, room=1.22)
-    if len(axes) > 1:
-        host_panel(axes[1], rows, y, host, kv, th, scale, unit, data)
-    legend(fig, axes, ncols=3)
+    if np.isfinite(floor).any():
+        legend(fig, axes, ncols=1)
     fit(fig, not_ok(rows, ok, axes, y, data))
     return Drawn(fmt.save(fig, path), data)
 
@@ -275,20 +245,3 @@ def legend(fig, axes, ncols: int) -> None:
     found = [(h, lab) for ax in axes for h, lab in zip(*ax.get_legend_handles_labels())]
     found = sorted(found, key=lambda hl: not hasattr(hl[0], "patches"))  # stable: bar containers first
     fig.legend([h for h, _ in found], [lab for _, lab in found], loc="outside lower center", ncols=ncols, fontsize=8)
-
-
-def host_panel(ax, rows, y, host, kv, th, scale, unit, data) -> None:
-    ax.barh(y, np.nan_to_num(host) / scale, color="tab:purple", label="KV cache in host memory (kv_host_mib)")
-    has = np.isfinite(host)
-    ax.plot((th / scale)[has], y[has], "D", color="k", mfc="white", ms=5,
-            label="predicted KV of the whole cache (kv_theory_mib)")
-    ends = []
-    for i, (_, r) in enumerate(rows.iterrows()):
-        if has[i]:
-            ends.append(finite_max([host[i], th[i]]) / scale)
-            ax.annotate(f"{fmt.sig(host[i] / scale)} of {fmt.sig(kv[i] / scale)} {unit} KV", (ends[-1], y[i]),
-                        xytext=(5, 0), textcoords="offset points", va="center", fontsize=7)
-            data["host"].append({"label": r["label"], "kv_host_mib": float(host[i]), "kv_cache_mib": float(kv[i]),
-                                 "kv_theory_mib": float(th[i])})
-    ax.set_xlabel(f"host memory: offloaded KV ({unit})")
-    frame(ax, ends, room=1.9)

@@ -79,7 +79,8 @@ def steps(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     drawn_labels = {r["label"] for r in panels} | {u["label"] for r in panels for u in partners(r, uncached)}
     gone = left_out(rows, drawn_labels)
     head = title(fig, f"Per-step decode latency: {title_text}\nblue: the panel's cached strategy; grey dashes: "
-                 "use_cache=False on the same attention path (recomputes the whole context); rolling median over "
+                 "use_cache=False on the same attention path (recomputes the whole context); dotted black line: the cached row's "
+                 "bandwidth floor; rolling median over "
                  f"{SMOOTH_STEPS} steps; one y scale for all panels" + ("; no grey line: no uncached row on that path"
                  if any(not partners(r, uncached) for r in cached) else "") + (f"\n{gone}" if gone else ""), width)
     data = {"title": head, "panels": [], "left_out": gone}
@@ -94,7 +95,11 @@ def steps(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
                      color="tab:red" if dist else "black")
         if dist:
             ax.set_facecolor("#fff1f0")
-        data["panels"].append({"label": r["label"], "disturbed": dist, "lines": lines})
+        floor = fmt.num(r.get("bandwidth_floor_ms"))
+        if floor > 0:  # the fastest this cache's step could read weights + KV at the measured bandwidth
+            ax.axhline(floor, color="k", ls=":", lw=1.0)
+        data["panels"].append({"label": r["label"], "disturbed": dist, "lines": lines,
+                               "floor_ms": floor if floor > 0 else None})
     for i, ax in enumerate(axes[len(panels):], len(panels)):
         ax.set_visible(False)
         if i >= ncols:  # the panel above has no panel below it: it shows the x ticks
@@ -102,7 +107,8 @@ def steps(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     if not panels:
         axes[0].text(0.5, 0.5, "no per-step timings in these rows", ha="center", va="center",
                      transform=axes[0].transAxes)
-    data["yscale"] = y_scale(axes[0], [y for p in data["panels"] for ln in p["lines"] for y in ln["y"]])
+    data["yscale"] = y_scale(axes[0], [y for p in data["panels"] for ln in p["lines"] for y in ln["y"]]
+                             + [p["floor_ms"] for p in data["panels"] if p["floor_ms"]])
     fig.supxlabel("tokens in context per sequence (prompt + tokens generated so far)", fontsize=9)
     # two lines: one row of panels is shorter than the label on one line
     fig.supylabel("decode step time (ms)\n(median over repeats" + ("; log scale)" if data["yscale"] == "log" else ")"),

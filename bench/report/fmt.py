@@ -10,7 +10,8 @@ from pathlib import Path
 
 from bench.store.identity import text
 
-__all__ = ["text", "num", "nat", "fixed", "md", "slug", "setup_title", "RC", "save", "figure", "GIB", "MIB"]
+__all__ = ["text", "num", "nat", "fixed", "md", "slug", "setup_slug", "setup_title", "RC", "save", "figure", "GIB",
+           "MIB"]
 
 GIB, MIB = 2**30, 2**20
 # Pinned so the PNG bytes depend on the rows only, not on a user's matplotlibrc.
@@ -73,9 +74,30 @@ def slug(*parts) -> str:
     return re.sub(r"[^a-z0-9._]+", "-", "_".join(text(p) or "none" for p in parts).lower()).strip("-")
 
 
+def machine_slug(s: dict) -> str:
+    """The machine in a file name: the GPU's name as before; a CPU's model, or 'nogpu' where not recorded."""
+    if s.get("device") == "cuda" or not text(s.get("machine")).startswith("CPU: "):
+        return text(s.get("gpu")) or "nogpu"
+    return text(s["machine"])[len("CPU: "):][:32]
+
+
+def setup_slug(s: dict) -> str:
+    """One setup's name in file names: its figures and its page."""
+    return slug(s["model"], s["weights"], s["device"], machine_slug(s), s["dtype"], f"b{s['batch']}",
+                f"p{s['prompt_len']}", f"n{s['new_tokens']}")
+
+
+def machine_text(s: dict) -> str:
+    """'cuda (NVIDIA H200)', 'cpu (Intel Xeon ...)', 'cpu (model not recorded)'."""
+    if s.get("device") == "cuda":
+        return f"cuda ({s['gpu']})" if s.get("gpu") else "cuda"
+    m = text(s.get("machine"))
+    return f"cpu ({m[len('CPU: '):]})" if m.startswith("CPU: ") else "cpu (model not recorded)" if m else "cpu"
+
+
 def setup_title(s: dict) -> str:
     w = "RANDOM WEIGHTS" if s.get("weights") == "random" else f"{s.get('weights')} weights"
-    dev = s["device"] + (f" ({s['gpu']})" if s.get("gpu") else "")
+    dev = machine_text(s)
     return (f"{s['model']}, {w}, {dev}, {s['dtype']}, batch {s['batch']}, "
             f"prompt {s['prompt_len']} + {s['new_tokens']} new tokens")
 

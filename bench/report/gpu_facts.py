@@ -8,9 +8,9 @@ import re
 
 import pandas as pd
 
-from bench.report import selection, tables
+from bench.report import facts, tables
 from bench.report.fig_setup import flag
-from bench.report.fmt import md, num, sig, slug, text
+from bench.report.fmt import md, num, setup_slug, sig, text
 
 FA = "flash_attention_2"
 DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
@@ -38,15 +38,9 @@ def gib(mib) -> str:
     return "–" if math.isnan(num(mib)) else f"{num(mib) / 1024:.1f} GiB"
 
 
-def times(a, b) -> str:
-    """'4.11× slower' / '1.20× faster': b against a, for times (bigger is slower)."""
-    r = num(b) / num(a)
-    return "–" if math.isnan(r) else f"{r:.2f}× slower" if r >= 1 else f"{1 / r:.2f}× faster"
-
-
 def clean(rows: pd.DataFrame) -> pd.DataFrame:
-    ok = rows[rows["status"] == "ok"]
-    return ok[~ok["disturbed"].map(flag).astype(bool)]
+    """The rows that may win (facts.clean: ok, not disturbed, not faster than their own bandwidth floor)."""
+    return rows[pd.Series([facts.clean(r) for r in rows.to_dict("records")], index=rows.index, dtype=bool)]
 
 
 def best(rows: pd.DataFrame, metric: str, high: bool = False):
@@ -54,16 +48,6 @@ def best(rows: pd.DataFrame, metric: str, high: bool = False):
     c = clean(rows).assign(_v=lambda d: d[metric].map(num))
     c = c[c["_v"].notna()].sort_values(["_v", "label"], ascending=[not high, True], kind="stable")
     return c.iloc[0] if len(c) else None
-
-
-def tie(rows: pd.DataFrame, w) -> str:
-    """'; intervals overlap `X` (…)' when the runner-up's decode-time interval (selection.interval) overlaps the
-    winner's: a ranking the repeats cannot settle."""
-    nxt = best(rows.drop(index=w.name), "tpot_ms")
-    if nxt is None:
-        return ""
-    (lo, hi), (lo2, hi2) = selection.interval(w, "tpot_ms"), selection.interval(nxt, "tpot_ms")
-    return f"; intervals overlap {code(nxt['label'])} ({ms(nxt['tpot_ms'])})" if lo2 <= hi and lo <= hi2 else ""
 
 
 def reference(rows: pd.DataFrame, r):
@@ -125,11 +109,12 @@ def finite(v) -> float:
 
 
 def links(s: dict, rows: pd.DataFrame, plots: str) -> str:
-    name = slug(s["model"], s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"], f"b{s['batch']}",
-                f"p{s['prompt_len']}", f"n{s['new_tokens']}")
+    """The setup's page and its figures, as `bench report` writes them into `plots`."""
+    name = setup_slug(s)
     kinds = ["latency", "memory"] + ["step_latency"] * any(
         isinstance(v, list) and v for v in rows[rows["status"] == "ok"]["step_ms"])
-    return " · ".join(f"[{k.replace('_', ' ')}]({plots}/{k}_{name}.png)" for k in kinds)
+    return " · ".join([f"[page]({plots}/setups/{name}.md)"]
+                      + [f"[{k.replace('_', ' ')}]({plots}/{k}_{name}.png)" for k in kinds])
 
 
 def evidence(picks: list, plots: str, whole_call: bool = False) -> list[str]:
@@ -166,12 +151,7 @@ def failures(rows: pd.DataFrame) -> list:
 
 
 def passed_over(rows: pd.DataFrame, w) -> list:
-    """Disturbed ok rows faster than the winner: shown, marked, never crowned."""
-    ok = rows[(rows["status"] == "ok") & rows["disturbed"].map(flag)]
-    return [("disturbed", r) for _, r in ok.iterrows() if finite(r["tpot_ms"]) < finite(w["tpot_ms"])]
-
-
-def winner(rows: pd.DataFrame, s: dict, question: str):
-    """The row tables.winners crowns for `question` (so this report and report.md never disagree), or None."""
-    won = tables.winners(rows, s["weights"])[question]
-    return None if won is None else clean(rows)[clean(rows)["label"] == won[0]].iloc[0]
+    """Flagged ok rows (disturbed, below their bandwidth floor) faster than the winner: shown, never crowned."""
+    ok = rows[(rows["status"] == "ok") & ~rows.index.isin(clean(rows).index)]
+    return [(facts.why_not_clean(r).split(" (")[0], r) for _, r in ok.iterrows()
+            if finite(r["tpot_ms"]) < finite(w["tpot_ms"])]

@@ -1,30 +1,31 @@
 """The questions of the reference report, each decided from rows by one rule that holds for any GPU.
 
 Every function takes setups from bench.report.selection (one GPU's rows) and returns a `Question`: rows of the
-decision table and the markdown of its evidence. Only clean rows win: status ok and not disturbed. Every figure
-in the text is formatted here from a row; the words around it are chosen by the numbers.
+decision table and the markdown of its evidence. Only clean rows win (facts.clean: ok, not disturbed, not
+faster than the row's own bandwidth floor). Every pairwise word ('slower', 'beyond noise') is
+bench.report.margins', i.e. bench.report.verdict.judge's, the same as report.md, compare and the PR comment say.
 
-- latency: batch-1 setups, per prompt length (its biggest model): lowest tpot_ms (tables.winners), against the
-  reference of the same attention path; if flash-attn wins, the lowest tpot_ms without it.
-- throughput: each batch > 1 setup: highest e2e_tok_s (the whole call), against the reference of its attention path.
-- largest: model and lengths measured at several batches: at the largest, the highest decode_tok_s; per
-  strategy, its largest ok batch and its failures (allocator settings where they differ).
-- fast_paths: which strategy / attention pairs ran compiled whole, and how much slower the same cache runs where
-  its compile broke (graph breaks, recompile limit).
+- decisions: the answers of bench.report.answers per model (lowest latency at batch 1, most throughput at the
+  largest batch that fits, least memory, quantization's quality cost): the same winners as report.md's.
+- latency: the evidence of each batch-1 answer; where flash-attn wins, the fastest path without it.
+- throughput: each batch > 1 setup below a family's largest: the most decode tok/s, against the reference of its
+  attention path (or the next best).
+- largest: model and lengths measured at several batches: per strategy its largest ok batch and its failures.
+- fast_paths: the same cache compiled whole against compiled in part (graph breaks, recompile limit), and
+  processes that died.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 
 import pandas as pd
 
-from bench.report import tables
+from bench.report import facts, margins, tables
 from bench.report.fig_setup import flag
 from bench.report.fmt import md, num, sig, text
-from bench.report.gpu_facts import FA, alloc, best, broken, code, count, evidence, failures, gib, links, ms, passed_over, reference, short, status, tie, times, tiny, why, winner
-
+from bench.report.gpu_facts import (FA, alloc, best, broken, code, count, evidence, failures, gib, links, ms,
+                                    passed_over, reference, short, status, tiny, why)
 
 
 @dataclass
@@ -34,46 +35,57 @@ class Question:
     evidence: list = field(default_factory=list)   # markdown lines
 
 
-def latency(groups: list, plots: str) -> Question:
-    """Batch-1 setups, longest prompt first: the lowest decode time per token. The decision table takes the
-    biggest model (weights_mib) of each prompt length, the others get a line; where flash-attn wins, the
-    fastest path without it is a question of its own."""
+NEED = {"latency": "lowest latency, batch 1", "throughput": "most throughput at the largest batch that fits",
+        "memory": "least memory", "memory (KV bytes)": "fewest KV bytes", "quality": "quantization's quality cost"}
+
+
+def decisions(found: list) -> list[dict]:
+    """One decision row per answer (model, Answer): the words report.md's front page uses."""
+    out = []
+    for model, a in found:
+        s = a.setup
+        need = f"{NEED.get(a.question, a.question)}: {short(s)}"
+        if a.winner is None:
+            out.append({"you need": need, "use": "–", "measured": md(a.none), "instead of / avoid": "–"})
+            continue
+        run = f"{code(a.runner['label'])} {a.runner_said}: " if a.runner is not None else ""
+        margin = a.margin.short() if a.margin is not None else a.margin_said
+        out.append({"you need": need, "use": code(a.winner["label"]) + alloc(a.winner),
+                    "measured": md("; ".join([a.said] + ([a.cost] if a.cost else []) + a.caveats)),
+                    "instead of / avoid": md(run + margin)})
+    return out
+
+
+def versus(w, r, metric: str = "tpot_ms") -> str:
+    """'`label` 19.7 ms: ×2.75 [2.72–2.81, 95% CI] beyond noise': r against w, as judge says."""
+    return f"{code(r['label'])} {ms(r['tpot_ms'])}: {margins.judge(w.to_dict(), r.to_dict(), metric).short()}"
+
+
+def latency(groups: list, plots: str, found: list) -> Question:
+    """The evidence of each batch-1 answer, the fastest path without flash-attn where flash-attn wins, and the
+    other batch-1 setups in a line each."""
     q = Question("Lowest latency for one sequence")
-    ones = [(s, r) for s, r in groups if s["batch"] == "1"]
-    # per prompt length the setup with the most strategies measured (then the biggest model) makes the decision
-    ones.sort(key=lambda t: (-num(t[0]["prompt_len"]), -int((t[1]["status"] == "ok").sum()),
-                             -t[1]["weights_mib"].map(num).max(), short(t[0])))
-    seen, picks, others = set(), [], []
-    for s, rows in ones:
-        w = winner(rows, s, "lowest latency")
-        ref = reference(rows, w) if w is not None else None
-        vs = f"{code(ref['label'])} {ms(ref['tpot_ms'])}" if ref is not None and ref.name != w.name else ""
-        if w is None or s["prompt_len"] in seen:
+    chosen = {id(a.setup): a for _, a in found if a.question == "latency"}
+    picks, others = [], []
+    for s, rows in [g for g in groups if g[0]["batch"] == "1"]:
+        a = next((x for x in chosen.values() if x.setup == s), None)
+        w = best(rows, "tpot_ms")
+        if a is None or a.winner is None or w is None:
             fig = links(s, rows, plots).split(" · ")[0]
-            told = "no clean ok row" if w is None else f"fastest {code(w['label'])} {ms(w['tpot_ms'])}" + (
-                f" ({vs})" if vs else "")
+            told = "no clean ok row" if w is None else f"fastest {code(w['label'])} {ms(w['tpot_ms'])}"
             others.append(f"- {short(s)}: {told}; {fig}")
             continue
-        seen.add(s["prompt_len"])
-        slow = best(rows, "tpot_ms", high=True)
-        alt = [f"{vs} ({times(w['tpot_ms'], ref['tpot_ms'])})"] if vs else []
-        if slow.name not in (w.name, getattr(ref, "name", None)):
-            alt.append(f"slowest: {code(slow['label'])} {ms(slow['tpot_ms'])}")
-        mbu = f", MBU {num(w['mbu']):.2f}" if not math.isnan(num(w.get("mbu"))) else ""
-        q.decisions.append({"you need": f"lowest latency, one sequence: {short(s, False)}", "use": code(w["label"]),
-                            "measured": f"{ms(w['tpot_ms'])}/token, TTFT {ms(w['ttft_ms'])}{mbu}{tie(rows, w)}",
-                            "instead of / avoid": "; ".join(alt) or "–"})
+        ref = reference(rows, w)
         nofa = best(rows[rows["attn"] != FA], "tpot_ms") if w["attn"] == FA else None
-        nref = reference(rows, nofa) if nofa is not None else None
         if nofa is not None:
-            q.decisions.append({
-                "you need": "the same without flash-attn", "use": code(nofa["label"]),
-                "measured": f"{ms(nofa['tpot_ms'])}/token (with flash-attn: {ms(w['tpot_ms'])})"
-                            + tie(rows[rows["attn"] != FA], nofa),
-                "instead of / avoid": "–" if nref is None else
-                f"{code(nref['label'])} {ms(nref['tpot_ms'])} ({times(nofa['tpot_ms'], nref['tpot_ms'])})"})
-        roles = [("fastest", w), ("no flash-attn", nofa)]
-        roles += [(text(x["strategy"]), x) for x in (ref, nref) if x is not None]
+            nref = reference(rows, nofa)
+            q.decisions.append({"you need": f"the same without flash-attn: {short(s)}", "use": code(nofa["label"]),
+                                "measured": f"{ms(nofa['tpot_ms'])}/token: {margins.judge(w.to_dict(), nofa.to_dict()).short()} "
+                                            f"against {code(w['label'])} {ms(w['tpot_ms'])}",
+                                "instead of / avoid": "–" if nref is None or nref.name == nofa.name
+                                else versus(nofa, nref)})
+        slow = best(rows, "tpot_ms", high=True)
+        roles = [("fastest", w), ("no flash-attn", nofa)] + [(text(x["strategy"]), x) for x in (ref,) if x is not None]
         picks.append((s, rows, roles + [("slowest", slow)] + passed_over(rows, w)))
     q.evidence = evidence(picks, plots) + (["Also at batch 1:", ""] + others + [""] if others else [])
     return q
@@ -88,39 +100,43 @@ def families(groups: list) -> list[tuple[str, list]]:
     return [(k, sorted(v, key=lambda t: num(t[0]["batch"]))) for k, v in sorted(fam.items()) if len(v) > 1]
 
 
-def throughput(groups: list, plots: str) -> Question:
-    """Each batch > 1 setup: the most tokens per second over the whole call (prefill included), against the
-    reference of the same attention path
-    (or, where the reference wins, the next best). The largest batch of a family is left to `largest`."""
+def throughput(groups: list, plots: str, found: list = ()) -> Question:
+    """Each batch > 1 setup but a family's largest: the most decode tok/s, against the reference of the same
+    attention path (or, where the reference wins, the next best), judged on the decode step. A setup a throughput
+    answer (`found`) is about gets its evidence here and its decision row there."""
     q = Question("Throughput at batch > 1")
-    tops, picks = {id(m[-1][1]) for _, m in families(groups)}, []
+    answered = [a.setup for _, a in found if a.question == "throughput"]
+    tops = {id(m[-1][1]) for _, m in families(groups)}
+    picks = []
     many = sorted([g for g in groups if num(g[0]["batch"]) > 1], key=lambda t: (num(t[0]["batch"]), short(t[0])))
     for s, rows in many:
-        w = best(rows, "e2e_tok_s", high=True)
+        w = best(rows, "decode_tok_s", high=True)
         if w is None or id(rows) in tops:
             continue
-        ref, whole = reference(rows, w), winner(rows, s, "most throughput")
-        nxt = best(rows.drop(index=w.name), "e2e_tok_s", high=True) if ref is None or ref.name == w.name else None
-        if nxt is None and ref is not None:
-            vs = [f"{code(ref['label'])} {sig(ref['e2e_tok_s'])} tok/s "
-                  f"({num(w['e2e_tok_s']) / num(ref['e2e_tok_s']):.2f}× fewer)"]
-        else:
-            vs = [f"{code(nxt['label'])} {sig(nxt['e2e_tok_s'])} tok/s"] if nxt is not None else []
+        ref = reference(rows, w)
+        nxt = best(rows.drop(index=w.name), "decode_tok_s", high=True) if ref is None or ref.name == w.name else None
+        other = nxt if nxt is not None else ref if ref is not None and ref.name != w.name else None
+        vs = [f"{code(other['label'])} {sig(other['decode_tok_s'])} tok/s: "
+              f"{margins.judge(w.to_dict(), other.to_dict()).short()}"] if other is not None else []
         vs += [f"{code(r['label'])}: {status(r)}" for _, r in failures(rows)]
-        fastest = best(rows, "decode_tok_s", high=True)
-        whole = fastest if fastest is not None and fastest.name != w.name else None
-        lead = f"; decoding alone {code(whole['label'])} leads" if whole is not None else ""
-        q.decisions.append({"you need": f"throughput, batch {s['batch']}: {short(s, False)}",
-                            "use": code(w["label"]) + alloc(w),
-                            "measured": f"{sig(w['e2e_tok_s'])} tok/s over the whole call, prefill included "
-                                        f"({sig(w['decode_tok_s'])} decoding), peak {gib(w['peak_mem_mib'])}{lead}"
-                                        f"{tie(rows, w)}",
-                            "instead of / avoid": "; ".join(vs) or "–"})
-        roles = [("most tok/s", w), (text(ref["strategy"]) if ref is not None else "", ref), ("next", nxt),
-                 ("decode lead", whole)]
+        if s not in answered:
+            q.decisions.append({"you need": f"throughput, batch {s['batch']}: {short(s, False)}",
+                                "use": code(w["label"]) + alloc(w),
+                                "measured": f"{sig(w['decode_tok_s'])} decode tok/s ({sig(w['e2e_tok_s'])} over the "
+                                            f"whole call, prefill included), peak {gib(w['peak_mem_mib'])}"
+                                            + "".join(f"; {code(r['label'])} {sig(r['decode_tok_s'])} not ranked: {why_}"
+                                                      for why_, r in passed_over_tok(rows, w)),
+                                "instead of / avoid": "; ".join(vs) or "–"})
+        roles = [("most tok/s", w), (text(ref["strategy"]) if ref is not None else "", ref), ("next", nxt)]
         picks.append((s, rows, roles + passed_over(rows, w) + failures(rows)))
     q.evidence = evidence(picks, plots, whole_call=True)
     return q
+
+
+def passed_over_tok(rows: pd.DataFrame, w) -> list:
+    """Flagged rows with more decode tok/s than the winner (never crowned), with the reason."""
+    return [(facts.why_not_clean(r), r) for _, r in rows[rows["status"] == "ok"].iterrows()
+            if not facts.clean(r) and num(r["decode_tok_s"]) > num(w["decode_tok_s"])]
 
 
 def _fit(lab: str, g: pd.DataFrame, every: pd.DataFrame) -> tuple[dict, object, pd.DataFrame]:
@@ -156,13 +172,10 @@ def largest(groups: list, every: pd.DataFrame, plots: str) -> Question:
             if len(bad):
                 ok_at = "" if hi is None else alloc(hi, f"ok at {hi['batch']} with") or f" (ok at {hi['batch']})"
                 fails.append(f"{code(lab)} {status(bad.iloc[0])} at {bad.iloc[0]['batch']}{ok_at}")
-        if w is not None:
-            q.decisions.append({"you need": f"the largest batch measured: {short(top[0])}",
-                                "use": code(w["label"]) + alloc(w),
-                                "measured": f"{sig(w['decode_tok_s'])} decode tok/s, peak {gib(w['peak_mem_mib'])}, "
-                                            f"KV {gib(w['kv_cache_mib'])}",
-                                "instead of / avoid": "; ".join(fails) or "–"})
+        best_at = (f"Most decode tok/s at batch {top[0]['batch']}: {code(w['label'])} {sig(w['decode_tok_s'])}, peak "
+                   f"{gib(w['peak_mem_mib'])}. " if w is not None else "")
         q.evidence += [f"### {name}: batches {', '.join(s['batch'] for s, _ in members)}", "",
+                       best_at + ("Failed: " + "; ".join(fails) + "." if fails else ""), "",
                        *tables.markdown(pd.DataFrame(lines)), "", f"Batch {top[0]['batch']}: " + links(*top, plots), ""]
     return q
 
@@ -188,18 +201,22 @@ def fast_paths(groups: list) -> Question:
             elif r["status"] == "error" and CRASH.search(text(r["error"])):
                 crash.append((s, r, best(same[same["attn"] == r["attn"]], "tpot_ms")))
     if part:
-        x = [num(r["tpot_ms"]) / num(w["tpot_ms"]) for _, r, w in part if w is not None]
+        said = [margins.judge(w.to_dict(), r.to_dict()) for _, r, w in part if w is not None]
+        x = [m.v.ratio for m in said if m.v.ratio is not None]
+        beyond = sum(m.beyond for m in said)
         q.decisions.append({
             "you need": "a compiled fast path",
             "use": ", ".join(sorted({code(w["label"]) for *_, w in part if w is not None})) or "–",
-            "measured": (f"compiled whole; compiled in part the same cache runs "
-                         f"{min(x):.1f}{'' if f'{min(x):.1f}' == f'{max(x):.1f}' else f'–{max(x):.1f}'}× slower "
-                         f"({len(part)} setup{'s' * (len(part) != 1)})") if x else f"{len(part)} rows compiled in part",
+            "measured": (f"compiled whole; compiled in part the same cache's decode step is ×{min(x):.1f}"
+                         f"{'' if f'{min(x):.1f}' == f'{max(x):.1f}' else f'–{max(x):.1f}'} the compiled one's, "
+                         f"beyond noise in {beyond} of {len(said)} setup{'s' * (len(said) != 1)}")
+                        if x else f"{len(part)} rows compiled in part",
             "instead of / avoid": ", ".join(sorted({code(r["label"]) for _, r, _ in part})) + ": compiled in part"})
         q.evidence += tables.markdown(pd.DataFrame([{
             "setup": tiny(s), "compiled in part": md(r["label"]), "graph breaks": count(r["graph_breaks"]),
             "recompile-limit hits": count(r["recompile_limit_hits"]), "ms/token": sig(r["tpot_ms"]),
-            "same cache, compiled whole": f"{md(w['label'])}: {sig(w['tpot_ms'])}" if w is not None else "–"}
+            "same cache, compiled whole": f"{md(w['label'])}: {sig(w['tpot_ms'])}; "
+                                          f"{margins.judge(w.to_dict(), r.to_dict()).short()}" if w is not None else "–"}
             for s, r, w in part])) + [""]
     if crash:
         def died(s, r) -> str:

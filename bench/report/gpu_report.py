@@ -19,17 +19,23 @@ import pandas as pd
 
 from bench.stats import verdicts
 from bench.store import load
-from bench.report import fig_pairs, selection, tables, verdict
+from bench.report import answers, fig_pairs, margins, selection, tables, verdict
 from bench.report.fig_setup import flag
 from bench.report.fmt import md, nat, num, sig, slug, text
 from bench.report.gpu_facts import best, code, ms, short, status, tiny
 from bench.report.gpu_questions import Question, fast_paths, largest, latency, throughput
+from bench.report.gpu_questions import decisions as gpu_decisions
 
 VERSIONS = (("driver", "driver"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("torch", "torch"), ("transformers",
             "transformers"), ("flash_attn", "flash-attn"), ("quanto", "optimum-quanto"), ("hqq", "hqq"))
-HOW = ("Only ok rows not flagged disturbed win. **ms/token**: median decode step, (e2e − TTFT) / (new tokens − 1); "
-       "**decode tok/s**: batch × 1000 / ms/token; **whole call**: prefill included; **peak**: CUDA max allocated; "
-       "**KV**: what the cache holds after the last call; **MBU**: a step's bandwidth floor over its time.")
+HOW = ("Only clean rows win: ok, not disturbed, not faster than their own bandwidth floor. **ms/token**: median "
+       "decode step, (e2e − TTFT) / (new tokens − 1); **floor**: the fastest a step can read weights + KV at the "
+       "measured copy bandwidth; **decode tok/s**: batch × 1000 / ms/token; **whole call**: prefill included; "
+       "**memory**: CUDA peak allocated + KV held in host memory; **KV**: what the cache holds after the last call. "
+       "**×r** = the other row's median decode ms/token ÷ the chosen one's, judged by `bench.report.verdict.judge` "
+       "(as report.md, `bench compare` and the PR comment judge it): *beyond noise* when its whole interval lies "
+       f"outside the noise floor; [lo–hi, 95% CI] where both rows have ≥ {margins.CI_FROM} calls, else [lo–hi, "
+       "n=a+b], the bootstrap range of those calls, not a 95% CI.")
 SOURCES = {"raw": "each call's e2e as recorded",
            "recovered": "each call's e2e recovered exactly from the row's p10/p50/p90 (rows of 2–3 calls)"}
 REPEATS = "How far repeats agree"
@@ -85,14 +91,6 @@ def conditions(d: pd.DataFrame, picked: selection.Picked, nogpu: int) -> str:
             f"calls.{lost}")
 
 
-def _pair_rows(shown: pd.DataFrame, p) -> tuple[dict, dict]:
-    """The cache row and the no-cache row behind one pair of fig_pairs.pairs."""
-    ok = shown[shown["status"] == "ok"]
-    same = ok[[all(text(r[k]) == text(p[k]) for k in fig_pairs.PAIR_KEY) for _, r in ok.iterrows()]]
-    kv = same[same["reference"].map(flag) & (same["label"] == p["label_kv"])]
-    return kv.iloc[0].to_dict(), same[same["label"] == p["label_nokv"]].iloc[0].to_dict()
-
-
 def _tally(labels: list) -> list[tuple[str, int]]:
     return sorted(pd.Series(labels, dtype=object).value_counts().items(), key=lambda t: (-t[1], t[0]))
 
@@ -105,21 +103,19 @@ def kv_vs_none(shown: pd.DataFrame, plots: str, floor: verdicts.NoiseFloor) -> t
         return q, pp
     lines, labels = [], []
     for _, p in pp.iterrows():
-        kv, nokv = _pair_rows(shown, p)
-        v, _ = verdict.judge(kv, nokv, floor)
+        kv, nokv = p["row_kv"], p["row_nokv"]
+        v = margins.judge(kv, nokv, "e2e_ms", floor).v
         labels.append(v.label)
-        iv = f" [{v.lo:.2f}–{v.hi:.2f}]" if v.lo is not None else ""
+        iv = margins.interval_text(v)
         lines.append({"setup": tiny(p), "attention": md(fig_pairs.path_text(p)),
                       "e2e s, cache": sig(num(p["e2e_ms_kv"]) / 1e3),
                       "e2e s, no cache": sig(num(p["e2e_ms_nokv"]) / 1e3),
-                      "no cache / cache [95% CI]: no cache is": f"{p['ratio']:.2f}{iv} {v.label}"
+                      "no cache / cache, e2e [interval]: no cache is": f"{p['ratio']:.2f}{iv} {v.label}"
                       + ("" if kv["run_id"] == nokv["run_id"] else " (two runs)")})
     figs = []
     for s, _ in fig_pairs.pair_groups(pp):  # the figures `bench report` draws (fig_pairs.cache_vs_none_section)
         if num(s["new_tokens"]) >= fig_pairs.FIGURE_MIN_TOKENS:
-            name = slug(s["model"], s["weights"], s["device"], s["gpu"] or "nogpu", s["dtype"], "ball",
-                        f"p{s['prompt_len']}", f"n{s['new_tokens']}")
-            figs.append(f"[{short(s)}]({plots}/kv_vs_nocache_{name}.png)")
+            figs.append(f"[{short(s)}]({plots}/{fig_pairs.pair_name(s)})")
     said = ", ".join(f"{lab} in {n}" for lab, n in _tally(labels))
     q.evidence = [f"Reference-cache and `holds_cache` false rows, every other condition equal, judged as in "
                   f"*{REPEATS}*: no cache is {said} of {len(pp)} pairs.", ""] + tables.markdown(pd.DataFrame(lines)) + [
@@ -136,16 +132,21 @@ def default(groups: list, pp: pd.DataFrame) -> Question:
     if not got:
         return q
     t = [num(r["tpot_ms"]) for r in got]
-    gain = [num(r["tpot_ms"]) / num(best(rows, "tpot_ms")["tpot_ms"]) for s, rows, r in refs
-            if r is not None and s["batch"] == "1"]
+    gain = [margins.judge(best(rows, "tpot_ms").to_dict(), r.to_dict()) for s, rows, r in refs
+            if r is not None and s["batch"] == "1" and best(rows, "tpot_ms").name != r.name]
+    x = [m.v.ratio for m in gain if m.v.ratio is not None]
     fails = [f"{status(r)} at batch {s['batch']} ({s['model']})" for s, rows, ref in refs if ref is None
              for _, r in rows[rows["reference"].map(flag) & rows["status"].isin(["oom", "error"])].iterrows()]
-    nocache = [f"no cache takes {pp['ratio'].min():.2f}–{pp['ratio'].max():.2f}× the cache's e2e time"] if len(pp) \
+    said = [margins.judge(p["row_kv"], p["row_nokv"], "e2e_ms").v for _, p in pp.iterrows()]
+    r = [v.ratio for v in said if v.ratio is not None]
+    nocache = [f"no cache: e2e ×{min(r):.2f}–{max(r):.2f} the cache's; no cache is "
+               + ", ".join(f"{lab} in {n}" for lab, n in _tally([v.label for v in said])) + f" of {len(said)}"] if r \
         else []
     q.decisions.append({
         "you need": "nothing special (the default)", "use": ", ".join(sorted({code(text(r["strategy"])) for r in got})),
         "measured": f"ok in {len(got)} of {len(groups)} setups, {sig(min(t))}–{ms(max(t))}/token"
-                    + (f"; at batch 1 the fastest path is up to {max(gain):.1f}× faster" if gain else ""),
+                    + (f"; at batch 1 its decode step is up to ×{max(x):.1f} the fastest path's (beyond noise in "
+                       f"{sum(m.beyond for m in gain)} of {len(gain)})" if x else ""),
         "instead of / avoid": "; ".join(nocache + fails) or "–"})
     return q
 
@@ -166,7 +167,7 @@ def repeats(d: pd.DataFrame, floor: verdicts.NoiseFloor) -> Question:
         ratios = sorted(v.ratio for v in said if v.ratio is not None)
         if len(said) == 1:
             v = said[0]
-            told = f"{v.ratio:.2f}" + (f" [{v.lo:.2f}–{v.hi:.2f}]" if v.lo is not None else "") + f": {v.label}"
+            told = f"{v.ratio:.2f}{margins.interval_text(v)}: {v.label}"
         else:
             told = (f"{ratios[0]:.2f}–{ratios[-1]:.2f}: " if ratios else "") + ", ".join(
                 f"{n} {lab}" for lab, n in _tally([v.label for v in said]))
@@ -183,7 +184,8 @@ def repeats(d: pd.DataFrame, floor: verdicts.NoiseFloor) -> Question:
              if comp and len(comp) < len(verdicts) else "")
     n, src = len(verdicts), "; ".join(SOURCES.get(f, f) for f in sorted(froms))
     q.evidence = [f"{n} comparison{'s' * (n > 1)}, each later ok row of a cell against its first, judged as `bench "
-                  f"compare` judges a cell (median e2e ratio, 95% bootstrap interval, noise floor ±{floor.floor:.1%}"
+                  f"compare` judges a cell (median e2e ratio and its bootstrap interval: a 95% CI where both rows have "
+                  f">= {margins.CI_FROM} calls, else the range of the few calls, n=a+b; noise floor ±{floor.floor:.1%}"
                   f"{'' if floor.calibrated else ', not calibrated'}; samples: {src}): {tally(verdicts)}.{split} "
                   "Each verdict with its interval: `python -m bench compare` on the two runs.", ""
                   ] + tables.markdown(pd.DataFrame(lines)) + [""]
@@ -195,12 +197,13 @@ def build(df: pd.DataFrame, gpu: str, plots: str, history: str = "", nogpu: int 
     """The report for one GPU's prepared rows (rows_of); `plots` and `history` are links relative to the report."""
     picked = selection.pick(df)
     groups = selection.setups(picked.shown)
+    found = [(model, a) for (_, model), setups in answers.groups(groups) for a in answers.answers(setups, df)]
     pairs, pp = kv_vs_none(picked.shown, plots, floor)
-    qs = [latency(groups, plots), throughput(groups, plots), largest(groups, df, plots), fast_paths(groups),
+    qs = [latency(groups, plots, found), throughput(groups, plots, found), largest(groups, df, plots), fast_paths(groups),
           default(groups, pp), pairs, repeats(df, floor)]
     out = [f"# kvbench reference report: {gpu}", "", conditions(df, picked, nogpu), "",
            "## Which KV cache? One row per question", ""]
-    decisions = [r for q in qs for r in q.decisions]
+    decisions = gpu_decisions(found) + [r for q in qs for r in q.decisions]
     if decisions:
         out += tables.markdown(pd.DataFrame(decisions)) + ["", HOW, ""]
     else:

@@ -58,7 +58,7 @@ def prepare_out(out: Path) -> None:
         raise PrError(f"out={out} is a file, not a directory")
     if out.is_dir() and any(out.iterdir()) and not ((out / "stores").is_dir() or (out / "pr.md").is_file()):
         raise PrError(f"out={out} is not empty and holds no earlier pr output; give a new directory")
-    for sub in ("stores", "logs"):
+    for sub in ("stores", "logs", "setups"):  # setups/: report.md's pages when head is reported alone
         shutil.rmtree(out / sub, ignore_errors=True)
     for p in [*out.glob("*.png"), *(out / n for n in WRITTEN)] if out.is_dir() else []:
         p.unlink(missing_ok=True)

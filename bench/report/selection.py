@@ -2,13 +2,17 @@
 
 `prepare` gives every row its display label and identity key; `pick` keeps, per cell, the newest ok row
 (older ok rows are superseded and stay out) and, for cells that never ran ok, their newest row (listed as
-not ok); `setups` groups cells that share model, weights, device, GPU, dtype, batch and lengths.
+not ok); `setups` groups cells that share model, weights, device, machine (the GPU, or the CPU model on a CPU), dtype,
+batch and lengths. `prepare` also gives every row one status of one vocabulary (`status`; what the row stored is
+kept as `status_stored`): a failure whose message says the device ran out of memory is `oom` whichever way the
+run filed it.
 A row written without a loaded model (a crashed worker) lacks the loaded dtype: it joins the one setup of its
 model and lengths that has it, or stays in the not-ok list, never a setup of its own.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +21,30 @@ import pandas as pd
 from bench.store import identity
 from bench.report.fmt import nat, num, text
 
-SETUP = ("model", "weights", "device", "gpu", "dtype", "batch", "prompt_len", "new_tokens")
+SETUP = ("model", "weights", "device", "gpu", "machine", "dtype", "batch", "prompt_len", "new_tokens")
 TIMINGS = ("e2e_ms", "ttft_ms", "tpot_ms")
-LOADED = ("weights", "gpu", "dtype")
+LOADED = ("weights", "gpu", "machine", "dtype")
 PLACE_BY = ("model", "device", "batch", "prompt_len", "new_tokens")
+
+
+OOM = re.compile(r"out of memory|OutOfMemoryError|more than available memory", re.I)
+
+
+def status(r) -> str:
+    """The row's status in one vocabulary (ok, unavailable, oom, error): an error whose message says the device
+    ran out of memory (PyTorch's OutOfMemoryError, continuous batching's 'Memory footprint ... is more than
+    available memory') is an `oom`, as the same failure is where the runner caught it itself."""
+    s = text(r.get("status"))
+    return "oom" if s == "error" and OOM.search(text(r.get("error"))) else s
+
+
+def machine(r) -> str:
+    """What ran the row: the GPU's name, or 'CPU: <model>' ('CPU (model not recorded)' for old rows). Rows of
+    different machines are never ranked against each other."""
+    if text(r.get("device")) == "cuda":
+        return text(r.get("gpu")) or "GPU (name not recorded)"
+    cpu = text(r.get("cpu"))
+    return f"CPU: {cpu}" if cpu else "CPU (model not recorded)"
 
 
 def label(r) -> str:
@@ -58,6 +82,9 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         df[c] = df[c].map(text)
     df["_ts"] = pd.to_datetime(df["timestamp"], utc=True, errors="coerce", format="ISO8601")
     df = df.sort_values(["_ts", "run_id"], kind="stable", na_position="first")
+    df["status_stored"] = df["status"]
+    df["status"] = [status(r) for r in df.to_dict("records")]
+    df["machine"] = [machine(r) for r in df.to_dict("records")]
     _place_unloaded(df)
     df["label"] = [label(r) for _, r in df.iterrows()]
     rows = df.to_dict("records")
@@ -71,6 +98,11 @@ class Picked:
     shown: pd.DataFrame        # per cell: the newest ok row, else (never ok) the newest row; placed rows only
     superseded: pd.DataFrame   # every other row: older rows of a cell, failures a later ok row replaced
     not_ok: pd.DataFrame       # the cells' latest rows that are not ok, unplaced ones included
+
+    @property
+    def unplaced(self) -> pd.DataFrame:
+        """Not-ok rows without the loaded conditions a setup needs (their worker died before loading)."""
+        return self.not_ok[~self.not_ok.index.isin(self.shown.index)]
 
 
 def pick(df: pd.DataFrame, key: str = "_key") -> Picked:
@@ -124,18 +156,48 @@ def samples(r, metric: str) -> tuple[list[float] | None, str]:
     return None, f"no raw samples (schema-1 row of {n} repeats)" if n else "no samples"
 
 
-def interval(r, metric: str) -> tuple[float, float]:
-    """(lo, hi) shown as whiskers: the 95% interval of the median from the raw samples, where there are
-    enough; else the row's p10-p90; else a point at the median."""
+@dataclass(frozen=True)
+class Spread:
+    """How far a row's timed calls spread around its median, and what that interval is: 'ci' (the 95% interval
+    of the median from >= 6 raw samples, bench.stats.intervals.median_ci), 'minmax' (2-5 samples: their min and
+    max), 'p10p90' (an old row of more calls that kept only its p10 and p90), 'none' (one call, or nothing)."""
+    lo: float
+    hi: float
+    kind: str
+    n: int
+
+    def name(self) -> str:
+        """What the interval is, in words: '95% CI of the median, 12 calls', 'min–max of 3 calls', ..."""
+        return {"ci": f"95% CI of the median, {self.n} calls", "minmax": f"min–max of {self.n} calls",
+                "p10p90": f"p10–p90 of {self.n} calls (an old row: no raw samples)",
+                "none": f"{self.n} call{'s' * (self.n != 1)}, no interval" if self.n else "no samples"}[self.kind]
+
+    def text(self, fmt) -> str:
+        """'[lo–hi] (what it is)', or '(n calls, no interval)'."""
+        if self.kind == "none":
+            return f"({self.name()})"
+        return f"[{fmt(self.lo)}–{fmt(self.hi)}] ({self.name()})"
+
+
+def spread(r, metric: str) -> Spread:
+    """The interval a row's samples give its median of `metric` (Spread says which kind it is)."""
     from bench.stats import intervals
 
     vals, _ = samples(r, metric)
+    n = len(vals) if vals else int(num(r.get("repeats"))) if not math.isnan(num(r.get("repeats"))) else 0
     if vals and len(vals) >= intervals.min_samples_for_ci():
-        return intervals.median_ci(vals)
+        lo, hi = intervals.median_ci(vals)
+        return Spread(lo, hi, "ci", len(vals))
+    if vals and len(vals) > 1:
+        return Spread(min(vals), max(vals), "minmax", len(vals))
     lo, hi = num(r.get(f"{metric[:-3]}_p10_ms")), num(r.get(f"{metric[:-3]}_p90_ms"))
-    if math.isnan(lo) or math.isnan(hi):
-        if vals and len(vals) > 1:
-            return min(vals), max(vals)
-        med = num(r.get(metric))
-        return med, med
-    return lo, hi
+    if not (math.isnan(lo) or math.isnan(hi)) and n > 1:
+        return Spread(lo, hi, "p10p90", n)
+    med = num(r.get(metric))
+    return Spread(med, med, "none", n)
+
+
+def interval(r, metric: str) -> tuple[float, float]:
+    """(lo, hi) shown as whiskers: `spread` (a point at the median where there is no interval)."""
+    s = spread(r, metric)
+    return s.lo, s.hi
