@@ -23,15 +23,6 @@ WORDS = {verdicts.SLOWER: "beyond noise", verdicts.FASTER: "beyond noise, the ot
          verdicts.NO_INTERVAL: "no verdict (one call)", verdicts.NO_DATA: "no verdict (no samples)"}
 
 
-def view(r: dict, metric: str) -> dict:
-    """The row with its e2e columns replaced by `metric`'s (samples, p10/p90 of old rows, median)."""
-    if metric == "e2e_ms":
-        return dict(r)
-    m = metric[:-3]
-    return {**r, "e2e_ms": r.get(metric), "e2e_samples_ms": r.get(f"{m}_samples_ms"),
-            "e2e_p10_ms": r.get(f"{m}_p10_ms"), "e2e_p50_ms": r.get(f"{m}_p50_ms"), "e2e_p90_ms": r.get(f"{m}_p90_ms")}
-
-
 @dataclass(frozen=True)
 class Margin:
     """judge's verdict on (winner, runner-up) for `metric`: ratio = runner-up / winner."""
@@ -50,6 +41,8 @@ class Margin:
         v = self.v
         if v.lo is None:
             return ""
+        if on_rounds(v):
+            return f"[{v.lo:.2f}–{v.hi:.2f}], 99% CI over {v.n_base} + {v.n_head} rounds in separate processes"
         few = min(v.n_base, v.n_head) < CI_FROM
         what = (f"bootstrap over {v.n_base} and {v.n_head} calls, too few for a 95% CI" if few
                 else "95% bootstrap CI")
@@ -69,7 +62,7 @@ class Margin:
         if v.ratio is None:
             return WORDS[v.label]
         iv = self.interval()
-        floor = f" (floor ±{v.floor:.1%}{'' if self.calibrated else ', uncalibrated'})"
+        floor = "" if on_rounds(v) else f" (floor ±{v.floor:.1%}{'' if self.calibrated else ', uncalibrated'})"
         said = WORDS.get(v.label, v.label) + (floor if v.label in (verdicts.SLOWER, verdicts.NOISE,
                                                                     verdicts.FASTER) else "")
         return f"×{v.ratio:.2f}" + (f" {iv}" if iv else "") + f": {said}"
@@ -80,13 +73,20 @@ def interval_text(v: verdicts.Verdict) -> str:
     of those calls, not a 95% CI) where not; '' without an interval."""
     if v.lo is None:
         return ""
+    if on_rounds(v):
+        return f" [{v.lo:.2f}–{v.hi:.2f}, 99% CI, {v.n_base}+{v.n_head} rounds]"
     few = min(v.n_base, v.n_head) < CI_FROM
     return f" [{v.lo:.2f}–{v.hi:.2f}, " + (f"n={v.n_base}+{v.n_head}]" if few else "95% CI]")
 
 
+def on_rounds(v: verdicts.Verdict) -> bool:
+    """Whether the verdict rests on rounds in separate processes (else on the calls of one process per side)."""
+    return v.basis.startswith("measured reproducibility")
+
+
 def judge(winner: dict, runner: dict, metric: str = "tpot_ms", floor: verdicts.NoiseFloor = FLOOR) -> Margin:
     """The verdict on runner-up against winner for `metric`, by bench.report.verdict.judge (base = winner)."""
-    v, frm = verdict.judge(view(winner, metric), view(runner, metric), floor)
+    v, frm = verdict.judge(winner, runner, floor, metric)
     return Margin(v, metric, frm, floor.calibrated)
 
 

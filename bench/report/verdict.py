@@ -36,23 +36,26 @@ def host_moved(b: dict, h: dict) -> list[str]:
             f"({r:.2f}x > {intervals.MAX_LAUNCH_CHANGE:g}x)"]
 
 
-def measured(r: dict) -> verdicts.Measured | None:
-    """A row's round medians with its run's spread between processes, where it has them (schema 3)."""
-    rounds = [float(v) for v in (r.get("round_e2e_ms") if isinstance(r.get("round_e2e_ms"), list) else []) if v]
+def measured(r: dict, metric: str = "e2e_ms") -> verdicts.Measured | None:
+    """A row's round medians of `metric` with its run's spread between processes, where it has them (schema 3;
+    the run's spread is that of e2e, the figure its rounds were raced on)."""
+    col = r.get(f"round_{metric[:-3]}_ms")
+    rounds = [float(v) for v in (col if isinstance(col, list) else []) if v]
     sd, df = r.get("run_sd_rel"), r.get("run_sd_df")
     if not rounds or not isinstance(sd, float) or not isinstance(df, (int, float)) or not math.isfinite(sd):
         return None
     return verdicts.Measured(tuple(rounds), float(sd), float(df))
 
 
-def judge(b: dict, h: dict, floor: verdicts.NoiseFloor) -> tuple[verdicts.Verdict, str]:
-    """The verdict on head against base for one cell: against both rows' measured reproducibility where they
-    have it (rounds in separate processes), else against the noise floor (and the verdict says so)."""
-    mb, mh = measured(b), measured(h)
+def judge(b: dict, h: dict, floor: verdicts.NoiseFloor, metric: str = "e2e_ms") -> tuple[verdicts.Verdict, str]:
+    """The verdict on head against base for one cell and one timing (e2e_ms, the whole call, or tpot_ms, a decode
+    step): against both rows' measured reproducibility where they have it (rounds in separate processes), else
+    against the noise floor (and the verdict says so)."""
+    mb, mh = measured(b, metric), measured(h, metric)
     why_b, why_h = _why(b), _why(h) + host_moved(b, h)
     if mb is not None and mh is not None:
         return verdicts.rerun_verdict(mb, mh, base_disturbed=why_b, head_disturbed=why_h), "rounds"
-    bs, bfrom = selection.samples(b, "e2e_ms")
-    hs, hfrom = selection.samples(h, "e2e_ms")
+    bs, bfrom = selection.samples(b, metric)
+    hs, hfrom = selection.samples(h, metric)
     v = verdicts.verdict(bs or [], hs or [], floor, base_disturbed=why_b, head_disturbed=why_h)
     return v, bfrom if bfrom == hfrom else f"base {bfrom}, head {hfrom}"

@@ -54,17 +54,23 @@ class RunFile:
         self._rows: list[dict] = []
 
     def put(self, row: dict) -> Path:
-        """Write `row` (replacing this run's earlier row of the same cell_id); BadRow if it breaks the schema."""
+        """Write `row`, replacing this run's earlier row of the same cell_id (a cell's row is written again after
+        each of its rounds); BadRow if it breaks the schema."""
+        return self._add(row, replace=True)
+
+    def append(self, row: dict) -> Path:
+        """Write `row` after every row this run wrote, whatever cell it is."""
+        return self._add(row, replace=False)
+
+    def _add(self, row: dict, replace: bool) -> Path:
         row = _clean(row)  # NaN and inf are null in JSON: checked as the reader will see them
         why = problems(row)
         if why:
             raise BadRow(f"row of {row.get('model')} cache={row.get('cache')} breaks the schema: {'; '.join(why)}")
-        rows = [r for r in self._rows if r.get("cell_id") != row.get("cell_id")] + [row]
-        self._write(rows)
-        self._rows = rows
+        keep = [r for r in self._rows if not replace or r.get("cell_id") != row.get("cell_id")]
+        self._write(keep + [row])
+        self._rows = keep + [row]
         return self.path
-
-    append = put  # a cell's row is written once per round; the last one stands
 
     def _write(self, rows: list[dict]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
