@@ -11,7 +11,7 @@ from transformers import (AutoModelForCausalLM, DeepseekV3Config, FalconConfig, 
 from bench.predict.activations import call_peak_bytes, decode_peak_bytes, prefill_peak_bytes
 from bench.predict.allocator import reserved_peak
 from bench.measure.cachebytes import cache_payload
-from bench.predict.geometry import kv_geometry, quantized_window
+from bench.predict.geometry import kv_geometry
 
 MiB, GiB = 2**20, 2**30
 SMALL = dict(vocab_size=128, hidden_size=64, intermediate_size=64, num_attention_heads=4)
@@ -82,7 +82,7 @@ def test_sliding_window_by_hand():
     assert [g.decode_cap for g in geo.layers] == [16] * 4 and geo.layers[0].prefill_cap is None
     # the simple formula counts every token on every layer: 4 x 64 x 1,024 = 262,144 at 64 tokens
     text = geo.explain(63, 1)
-    assert "262,144" not in text and "4,096 B/token" in text and "stop growing at 16 tokens" in text
+    assert "262,144" not in text and "4,096 B/token" in text and "keep the last 15 tokens" in text
     gemma = kv_geometry(CONFIGS["gemma2_alt"], "fp32")
     assert [g.decode_cap for g in gemma.layers] == [16, None, 16, None]
     assert gemma.bytes(63, 1) == 2 * (16 * per_token + scalar) + 2 * 64 * per_token  # 163,856
@@ -124,7 +124,8 @@ def test_static_cache(name):
 
 def test_the_planners_static_cache_is_the_one_generate_builds():
     """The whole-call simulation builds Static().meta_cache's cache on meta: it must be the size generate()'s is."""
-    from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors, meta_context, meta_model
+    from bench.measure.cachebytes import cache_layers, layer_tensors
+    from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, meta_context, meta_model
     from bench.strategies.static import Static
 
     shapes = lambda cache: [tuple(t.shape) for layer in cache_layers(cache) for t in layer_tensors(layer)]  # noqa: E731
@@ -133,37 +134,10 @@ def test_the_planners_static_cache_is_the_one_generate_builds():
     # reuse a longer static cache an earlier test left on the shared model
     real = shapes(_real(fresh, prompt, new, batch, cache_implementation="static"))
     with meta_context(MetaKernels()), MetaSafe():
-        run = GenerateLoop(meta_model(CONFIGS["falcon_mqa"], as_dtype("fp32"), "sdpa"), batch,
+        run = GenerateLoop(meta_model(CONFIGS["falcon_mqa"], torch.float32, "sdpa"), batch,
                            *Static().meta_cache(prompt, new))
         run.step(prompt)
         assert shapes(run.cache) == real and real[0][-2] == prompt + new - 1
-
-
-@pytest.mark.parametrize("backend, nbits, axis", [("quanto", 4, 0), ("quanto", 2, 0), ("hqq", 4, 1)])
-def test_quantized_cache(backend, nbits, axis):
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, head_dim=32)
-    model = AutoModelForCausalLM.from_config(cfg).eval()
-    geo = kv_geometry(cfg, torch.float32)
-    spec = {"backend": backend, "nbits": nbits, "q_group_size": 32, "residual_length": 8, "axis_key": axis,
-            "axis_value": axis}
-    for prompt, new, batch in [(5, 1, 1), (7, 9, 2), (3, 20, 1)]:  # prefill only, flushed once, past two flushes
-        cache = _real(model, prompt, new, batch, cache_implementation="quantized", cache_config=dict(spec))
-        args = {k: spec[k] for k in ("nbits", "q_group_size", "residual_length", "axis_key", "axis_value")}
-        assert geo.quantized_bytes(prompt, new - 1, batch, backend, **args) == cache_payload(cache).total_bytes
-    # a sliding-window model: transformers' QuantizedCache refuses it (it would not respect the window), so do we
-    swa = kv_geometry(CONFIGS["mistral_swa"], torch.float32)
-    with pytest.raises(ValueError, match="full-attention"):
-        swa.quantized_bytes(64, 1, backend=backend, nbits=nbits)
-    with pytest.raises(ValueError):
-        _real(_model("mistral_swa"), 5, 2, 1, cache_implementation="quantized", cache_config=dict(spec))
-
-
-def test_quantized_window_follows_transformers():
-    from bench.predict.formula import quantized_window_tokens
-
-    for prompt, steps, residual in [(5, 0, 8), (5, 3, 8), (7, 8, 8), (3, 19, 8), (4, 130, 128)]:
-        assert quantized_window(prompt, steps, residual) == quantized_window_tokens(prompt, steps + 1, residual)
 
 
 # --- activation peaks ------------------------------------------------------------------------------------
