@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-def _ranges(idx: list[int]) -> str:
+def ranges(idx: list[int]) -> str:
     out: list[str] = []
     for n in idx:
         if out and out[-1].split("-")[-1] == str(n - 1):
@@ -27,7 +27,7 @@ def explain(geo, prompt_len: int | None = None, decode_steps: int = 0, batch: in
     for s in sorted({(g.kv_heads, g.head_dim_k, g.head_dim_v) for g in kv if g.kv_heads} - {(h, dk, dv)}):
         why = " (MQA, declared by multi_query)" if s[0] == 1 and getattr(cfg, "multi_query", False) else ""
         idx = [g.index for g in kv if (g.kv_heads, g.head_dim_k, g.head_dim_v) == s]
-        lines.append(f"layers {_ranges(idx)} cache {s[0]} KV heads x ({s[1]}+{s[2]}){why}")
+        lines.append(f"layers {ranges(idx)} cache {s[0]} KV heads x ({s[1]}+{s[2]}){why}")
     if rank := getattr(cfg, "kv_lora_rank", None):
         latent = any((g.kv_heads, g.head_dim_k) == (1, rank) for g in kv)
         lines.append(f"MLA: the cache holds the {rank}-wide compressed latent and the rope key, not per-head K/V"
@@ -35,7 +35,7 @@ def explain(geo, prompt_len: int | None = None, decode_steps: int = 0, batch: in
     for cap in sorted({g.held_cap for g in geo.layers if g.held_cap is not None}):
         idx = [g.index for g in geo.layers if g.held_cap == cap]
         g = geo.layers[idx[0]]
-        line = f"layers {_ranges(idx)} are sliding-window/chunked: they keep the last {cap} tokens"
+        line = f"layers {ranges(idx)} are sliding-window/chunked: they keep the last {cap} tokens"
         if g.decode_cap is not None and g.decode_cap > cap:
             line += (f"; their storage is the concatenation they sliced them from: {g.decode_cap} tokens after a "
                      f"decode step")
@@ -43,7 +43,7 @@ def explain(geo, prompt_len: int | None = None, decode_steps: int = 0, batch: in
             line += ", and the whole prompt right after a longer prefill (until the first decode step)"
         lines.append(line)
     if states := [g for g in geo.layers if g.state_bytes]:
-        lines.append(f"layers {_ranges([g.index for g in states])} ({states[0].kind}) keep a fixed "
+        lines.append(f"layers {ranges([g.index for g in states])} ({states[0].kind}) keep a fixed "
                      f"{size(sum(g.state_bytes for g in states))} state per sequence in all"
                      + ("" if any(g.token_bytes for g in states) else ", no per-token KV"))
     empty = sum(1 for g in geo.layers if not g.token_bytes and not g.state_bytes)
