@@ -71,7 +71,7 @@ def test_bandwidth_floor():
 
 
 def test_parse_gpu():
-    assert parse_gpu("H100") == ("h100", 81559 * MiB)
+    assert parse_gpu("H100") == ("h100", int(79.18 * GiB))
     assert parse_gpu("A100_80GB")[1] == parse_gpu("a100-80gb")[1] == 81920 * MiB
     assert parse_gpu("t4")[1] == 15360 * MiB
     assert parse_gpu("24")[1] == parse_gpu("24GiB")[1] == 24 * GiB

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.config.dtypes import torch_dtype
-from bench.predict.allocator import reserved_peak
+from bench.predict.allocator import least_capacity, reserved_peak
 from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, meta_context, meta_model
 from bench.predict.tracker import Tracker
 
@@ -29,7 +29,8 @@ class ActivationPeak:
     largest_op: str        # the op that made it
     logits_bytes: int      # the forward's logits (logits_to_keep=1), plus generate()'s float32 copy
     baseline_bytes: int    # live before the step (the cache a decode step starts from)
-    reserved_bytes: int    # simulated caching-allocator segments for it all (see reserved_peak)
+    reserved_bytes: int    # simulated caching-allocator segments for it all, on a roomy card (see reserved_peak)
+    capacity_bytes: int = 0  # the least memory the allocator runs it in, releasing free segments (least_capacity)
 
     @property
     def transient_bytes(self) -> int:
@@ -59,7 +60,7 @@ def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: in
     return ActivationPeak(
         peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
         largest_bytes=0, largest_op="", baseline_bytes=0, logits_bytes=logits_bytes,
-        reserved_bytes=reserved_peak(tracker.events))
+        reserved_bytes=reserved_peak(tracker.events), capacity_bytes=least_capacity(tracker.events))
 
 
 def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPeak:
@@ -79,7 +80,7 @@ def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPea
         peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
         largest_bytes=largest[0], largest_op=largest[1], baseline_bytes=base,
         logits_bytes=sum(tracker.rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits)),
-        reserved_bytes=reserved_peak(tracker.events))
+        reserved_bytes=reserved_peak(tracker.events), capacity_bytes=least_capacity(tracker.events))
 
 
 def prefill_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int,

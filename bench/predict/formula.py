@@ -59,10 +59,12 @@ def bandwidth_floor_ms(weight_bytes: float, kv_bytes: float, bandwidth_gb_s: flo
     return (weight_bytes + kv_bytes) / (bandwidth_gb_s * 1e9) * 1e3
 
 
-# Total memory as nvidia-smi reports it (MiB / 1024): what the card really has, below the marketing GB.
+# What a card gives the process, GiB. H100 and H200: the total capacity torch reports (get_device_properties,
+# cudaMemGetInfo), as the out-of-memory rows of this project's runs print it; it is what the run's fit check
+# holds a plan against (nvidia-smi shows more: 81,559 and 143,771 MiB). The others: nvidia-smi's total.
 GPU_MEMORY_GIB: dict[str, float] = {
-    "h100": 81559 / 1024,  # H100 80GB HBM3 (SXM)
-    "h200": 143771 / 1024,
+    "h100": 79.18,  # H100 80GB HBM3 (SXM)
+    "h200": 139.80,
     "a100-80gb": 81920 / 1024,
     "a100-40gb": 40960 / 1024,
     "l4": 23034 / 1024,

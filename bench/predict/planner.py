@@ -39,9 +39,11 @@ class Peak:
     prefill_live: float     # live non-weight bytes at the prefill's peak (KV of the prompt included; with the
                             # strategy's own cache on meta, the peak of the prefill and first decode step)
     decode_live: float      # the same for the last decode step
-    reserved: float         # simulated allocator segments at the worse of the two (non-weight)
+    reserved: float         # simulated allocator segments at the worse of the two (non-weight), on a roomy card
     buffers: float = 0.0    # allocated up front by the strategy's runner and held all call (a paged runner's IO)
     host: float = 0.0       # host memory the strategy holds at its peak, in a fresh process (pinned blocks)
+    least: float = 0.0      # the least memory the allocator runs it in (non-weight): it releases wholly free
+                            # segments when pressed, so only fragmentation inside used segments costs
 
     @property
     def allocated(self) -> float:
@@ -50,7 +52,8 @@ class Peak:
     def needed(self, expandable: bool = False) -> float:
         """What the card must hold: weights, buffers, the allocator's segments and the context. With
         PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True segments grow in place: no fragmentation to pay."""
-        held = max(self.prefill_live, self.decode_live) if expandable else max(self.reserved, self.prefill_live, self.decode_live)
+        live = max(self.prefill_live, self.decode_live)
+        held = live if expandable else max(self.least or self.reserved, live)
         return self.weights + self.buffers + held + CONTEXT_BYTES
 
 
@@ -104,17 +107,16 @@ def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens:
             config, dtype, batch, prompt_len, min(new_tokens - 1, CALL_STEPS), attn, *own)
     except ImportError:  # its optional package (quanto, hqq) is not installed here: plan it as the dynamic cache
         call = None
+    first = call if call is not None else pre
     if call is not None:
-        first = call.reserved_bytes - call.peak_bytes
         prefill = max(prefill, call.peak_bytes)
-    else:
-        first = pre.reserved_bytes - pre.peak_bytes
-    frag = max(first, dec.reserved_bytes - dec.peak_bytes, 0)
+    frag = max(first.reserved_bytes - first.peak_bytes, dec.reserved_bytes - dec.peak_bytes, 0)
+    pressed = max(first.capacity_bytes - first.peak_bytes, dec.capacity_bytes - dec.peak_bytes, 0)
     workspaces = WORKSPACE_BYTES * strategy.matmul_streams
-    return Peak(formula.weight_bytes(config, dtype), kv_end, prefill + workspaces, decode + workspaces,
-                max(prefill, decode) + frag + workspaces,
+    top = max(prefill, decode) + workspaces
+    return Peak(formula.weight_bytes(config, dtype), kv_end, prefill + workspaces, decode + workspaces, top + frag,
                 buffers=strategy.buffer_bytes(geo, attn, prompt_len, new_tokens, batch),
-                host=strategy.predicted_host_bytes(geo, prompt_len, new_tokens, batch))
+                host=strategy.predicted_host_bytes(geo, prompt_len, new_tokens, batch), least=top + pressed)
 
 
 def largest_batch(need: Callable[[int], float], capacity: float, limit: int = 1 << 16) -> int:
