@@ -2,7 +2,7 @@
 
 The questions other stages ask (each imports torch only when called):
   preflight(cfg, device)   -> the reason a cell cannot fit (device or host memory), or None     (bench.predict.fit)
-  columns(config, dtype)   -> the row's geometry columns: kv_heads, head dims, window, ...       (bench.predict.columns)
+  columns(config, dtype)   -> the row's geometry columns: kv_heads, head dims, window, ...       (bench.predict.row_columns)
   split_plan(...)          -> memory per GPU of a model split over several with accelerate      (bench.predict.split)
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ def preflight(cfg, device: str) -> Optional[str]:
 
 
 def columns(config, dtype) -> dict:
-    from bench.predict.columns import columns as read
+    from bench.predict.row_columns import columns as read
 
     return read(config, dtype)
 
