@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.predict import check as plancheck
+from bench.predict import check as plancheck, planner
 from rows import row
 
 H200 = "NVIDIA H200"
@@ -61,3 +61,16 @@ def test_a_quantizer_not_installed_is_planned_with_the_dynamic_pattern(monkeypat
         activations.call_peak_bytes(cfg, "fp32", 3, 64, 1, "sdpa", *quanto.meta_cache(64, 8))
     without = planner.peak(cfg, "fp32", quanto, 3, 64, 8)  # another batch: not the remembered plan
     assert without.kv_device == 1.5 * with_quanto.kv_device and without.allocated > 0
+
+
+def test_largest_batch_takes_a_handful_of_plans():
+    calls = []
+
+    def need(b):  # 13 GiB of weights, 0.5 GiB a sequence, a 3 GiB step past batch 100
+        calls.append(b)
+        return 13 + 0.5 * b + (3 if b > 100 else 0)
+
+    assert planner.largest_batch(need, 80) == 128 and len(calls) <= 6  # 77 GiB at 128, 80.5 at 129
+    assert planner.largest_batch(lambda b: 1e9, 80) == 0
+    assert planner.largest_batch(lambda b: b, 1e9, limit=1000) == 1000
+    assert planner.largest_batch(lambda b: 10 + 0.01 * b * b, 500) == 221  # 498.41 at 221, 502.84 at 222
