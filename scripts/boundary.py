@@ -1,11 +1,11 @@
 """The out-of-memory boundary on the GPU: the planner's largest batch against the measured one (issue 23, part 4).
 
-    python scripts/boundary.py [budget_s=330] [store=results] [setups=dynamic,int4] [dynamic=B] [int4=B]
+    python scripts/boundary.py [budget_s=360] [store=results] [setups=dynamic,int4] [dynamic=B] [int4=B]
 
 For Llama-2-7B shapes at 1024 + 16 tokens, sdpa, bf16, random weights, with the dynamic cache and with quanto int4:
 ask the planner for the largest batch B that fits this GPU (bench.predict.planner.most_batch: the fit check's own
 figures; `dynamic=B` / `int4=B` give it instead, to save the planning time), run B and about 1.1 B (`python -m bench
-run ... fit_check=false repeats=2`, rows into the store), and where an outcome disagrees with the plan (B out of
+run ... fit_check=false repeats=2`, both in one worker, rows into the store), and where an outcome disagrees with the plan (B out of
 memory, or 1.1 B running) bisect between a batch that ran and one that did not, until they are 2.5% apart or the
 time budget is spent. Prints one summary line per setup; the rows carry run ids boundary-<setup>-<batch>-<time>.
 """
@@ -49,22 +49,28 @@ def plan(name: str, capacity: int) -> tuple[int, float]:
     return b, planner.peak(config, dtype, cfg.cache, b, cfg.prompt_len, cfg.new_tokens, cfg.attn.name).needed(expandable)
 
 
-def run(name: str, batch: int, store: str) -> dict:
-    """One cell through bench run; its row's status ('ok', 'oom', 'error') and peak, and the seconds it took."""
-    run_id = f"boundary-{name}-{batch}-{time.strftime('%H%M%S')}"
+def run(name: str, batches: list[int], store: str) -> dict[int, dict]:
+    """Cells through one bench run (a sweep over the batches, in order: one worker, one model load); per batch its
+    row's status ('ok', 'oom', 'error') and peak, and the seconds the run took."""
+    run_id = f"boundary-{name}-{'-'.join(map(str, batches))}-{time.strftime('%H%M%S')}"
     env = {**os.environ, "KVBENCH_RUN_ID": run_id, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    sweep = ["-m", f"batch={','.join(map(str, batches))}"] if len(batches) > 1 else [f"batch={batches[0]}"]
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "bench", "run", *COMMON, *SETUPS[name], f"batch={batch}",
-                           f"store={store}"], cwd=ROOT, env=env, capture_output=True, text=True)
-    rows = [json.loads(ln) for f in sorted(Path(store).glob(f"{run_id}*.jsonl")) for ln in f.read_text().splitlines()
-            if ln.strip().startswith("{")]
-    row = rows[-1] if rows else {"status": "error", "error": (proc.stderr or proc.stdout).strip()[-300:]}
-    print(f"  {name} batch={batch}: {row['status']}"
-          + (f", peak {row['peak_mem_mib'] / 1024:.2f} GiB" if row.get("peak_mem_mib") else "")
-          + (f" ({str(row.get('error'))[:160]})" if row["status"] != "ok" else "")
-          + f" [{time.time() - t0:.0f} s]", flush=True)
-    return {"status": row["status"], "peak_gib": (row.get("peak_mem_mib") or 0) / 1024, "s": time.time() - t0}
+    proc = subprocess.run([sys.executable, "-m", "bench", "run", *sweep, *COMMON, *SETUPS[name], f"store={store}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    rows = {r.get("batch"): r for f in sorted(Path(store).glob(f"{run_id}*.jsonl")) for ln in f.read_text().splitlines()
+            if ln.strip().startswith("{") and (r := json.loads(ln))}
+    out = {}
+    for b in batches:
+        row = rows.get(b) or {"status": "error", "error": (proc.stderr or proc.stdout).strip()[-300:]}
+        print(f"  {name} batch={b}: {row['status']}"
+              + (f", peak {row['peak_mem_mib'] / 1024:.2f} GiB" if row.get("peak_mem_mib") else "")
+              + (f" ({str(row.get('error'))[:160]})" if row["status"] != "ok" else ""), flush=True)
+        out[b] = {"status": row["status"], "peak_gib": (row.get("peak_mem_mib") or 0) / 1024,
+                  "s": (time.time() - t0) / len(batches)}
+    print(f"  [{time.time() - t0:.0f} s]", flush=True)
+    return out
 
 
 def boundary(name: str, planned: int, store: str, deadline: float) -> str:
@@ -72,14 +78,13 @@ def boundary(name: str, planned: int, store: str, deadline: float) -> str:
 
     def ran(b: int) -> bool:
         if b not in seen:
-            seen[b] = run(name, b, store)
+            seen.update(run(name, [b], store))
         return seen[b]["status"] == "ok"
 
     up = max(planned + 1, math.ceil(1.1 * planned))
-    ran(planned)
-    if time.time() < deadline:
-        ran(up)
-    while time.time() < deadline:
+    seen.update(run(name, [planned, up], store))  # the plan's batch and 10% above it, in one worker
+    as_planned = seen[planned]["status"] == "ok" and seen[up]["status"] != "ok"
+    while not as_planned and time.time() < deadline:  # bisect only where the device disagrees with the plan
         ok = [b for b, r in seen.items() if r["status"] == "ok"]
         bad = [b for b, r in seen.items() if r["status"] != "ok"]
         lo, hi = max(ok, default=None), min(bad, default=None)
@@ -105,7 +110,7 @@ def boundary(name: str, planned: int, store: str, deadline: float) -> str:
 
 def main(argv: list[str]) -> int:
     opts = dict(a.split("=", 1) for a in argv)
-    budget, store = float(opts.get("budget_s", 330)), opts.get("store", "results")
+    budget, store = float(opts.get("budget_s", 360)), opts.get("store", "results")
     names = opts.get("setups", "dynamic,int4").split(",")
     t0 = time.time()
     capacity = gpu_bytes()
