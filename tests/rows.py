@@ -15,6 +15,7 @@ STRATEGIES = {  # cache name -> (label, settings, reference, holds_cache)
     "quantized_int2": ("quantized int2 (quanto)", {"quant_backend": "quanto", "nbits": 2, "residual_length": 128,
                                                    "q_group_size": 64, "axis_key": 0, "axis_value": 0}, False, True),
     "offloaded": ("offloaded", {}, False, True),
+    "paged": ("paged (256-token blocks)", {"block_size": 256}, False, True),
 }
 
 

@@ -1,5 +1,6 @@
 """Every causal-LM architecture transformers registers: kv_geometry's prediction == the bytes a real tiny
-model's cache holds after generate() (prefill + decode), below and beyond every (shrunk) window.
+model's cache holds after generate() (prefill + decode), inside, at and beyond every (shrunk) window, and a
+prefill alone beyond it: resident (the storages its tensors keep alive) and held (its tensors as shaped).
 
 Tiny configs come from generic shrinking of `AutoConfig.for_model` (every sub-config, per-layer lists kept
 one layer of each kind, windows 8). Architectures that cannot be built tiny or run a plain generate(), or
@@ -21,7 +22,7 @@ import pytest
 import torch
 
 LISTING = Path(__file__).parent / "data" / "registry_unbuildable.txt"
-RUNS = ((3, 3, 1), (20, 4, 2))          # (prompt, new tokens, batch): below and beyond the windows
+RUNS = ((3, 3, 1), (8, 2, 1), (20, 1, 1), (20, 4, 2))  # (prompt, new tokens, batch): inside, at, beyond the windows
 WINDOW, VOCAB, HIDDEN, HEAD_DIM, INTER = 8, 256, 64, 16, 32
 IDS = (8, 100)                           # input ids drawn here: clear of the special ids moved to >= 200
 
@@ -230,7 +231,8 @@ def check(model_type: str, debug: bool = False) -> str | None:
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
         stage = "generate"
-        real = {(p, new, b): cache_payload(_generate(model, p, new, b)).total_bytes for p, new, b in RUNS}
+        payloads = {(p, new, b): cache_payload(_generate(model, p, new, b)) for p, new, b in RUNS}
+        real = {k: (c.total_bytes, c.logical_bytes) for k, c in payloads.items()}
     except Exception as e:  # noqa: BLE001
         if debug:
             raise
@@ -241,9 +243,9 @@ def check(model_type: str, debug: bool = False) -> str | None:
         return f"{'meta' if isinstance(e, MetaRunError) else 'no-cache'}: {_first_line(e)}"
     except Exception as e:
         raise AssertionError(f"{model_type}: geometry failed on a model that runs: {type(e).__name__}: {e}") from e
-    got = {k: geo.bytes(k[0], k[1] - 1, k[2]) for k in real}
+    got = {k: (geo.bytes(k[0], k[1] - 1, k[2]), geo.held_bytes(k[0], k[1] - 1, k[2])) for k in real}
     assert got == real, f"{model_type}: predicted {got}, real {real}"
-    return None if any(real.values()) else "ok-empty"  # the model caches nothing (openai-gpt): 0 == 0
+    return None if any(r[0] for r in real.values()) else "ok-empty"  # the model caches nothing (openai-gpt): 0 == 0
 
 
 def _read_listing() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Activation peaks of generate()'s prefill and decode steps, measured on the meta device (bench.predict.metarun).
 
-`prefill_peak_bytes` / `decode_peak_bytes` track every storage an op creates (weights and buffers excluded),
-rounded up to 512 B as the CUDA caching allocator does, until it is freed: the peak of the live sum, its KV
+`prefill_peak_bytes` / `decode_peak_bytes` track every storage an op creates (weights and buffers excluded,
+bench.predict.tracker), rounded up to 512 B as the CUDA caching allocator does, until it is freed: the peak of the live sum, its KV
 share, the largest transient, the logits, and `reserved_bytes`, the allocator's segments simulated over the
 same allocations (fragmentation: what decides OOM when long-lived KV blocks land in freed activation blocks).
 Attention "eager" runs the eager code (q x kv scores); "sdpa" transformers' sdpa path (repeat_kv, masks,
@@ -14,17 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._pytree import tree_flatten
 
-from bench.predict.allocator import reserved_peak
-from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors, meta_context, meta_model
-
-_BLOCK = 512  # the CUDA caching allocator's rounding
-
-
-def _rounded(nbytes: int) -> int:
-    return -(-nbytes // _BLOCK) * _BLOCK
+from bench.config.dtypes import torch_dtype
+from bench.predict.allocator import least_capacity, reserved_peak
+from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, meta_context, meta_model
+from bench.predict.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -35,56 +29,12 @@ class ActivationPeak:
     largest_op: str        # the op that made it
     logits_bytes: int      # the forward's logits (logits_to_keep=1), plus generate()'s float32 copy
     baseline_bytes: int    # live before the step (the cache a decode step starts from)
-    reserved_bytes: int    # simulated caching-allocator segments for it all (see reserved_peak)
+    reserved_bytes: int    # simulated caching-allocator segments for it all, on a roomy card (see reserved_peak)
+    capacity_bytes: int = 0  # the least memory the allocator runs it in, releasing free segments (least_capacity)
 
     @property
     def transient_bytes(self) -> int:
         return self.peak_bytes - self.kv_bytes
-
-
-class _Tracker(MetaSafe):
-    """Live storages, by identity, from their creating op until freed; weights and buffers are never counted.
-    Entries carry a serial number: a freed storage's id may be reused by a later one."""
-
-    def __init__(self, ignore: set[int]):
-        super().__init__()
-        self.ignore, self.live, self.now, self.peak, self.at_peak, self.serial = ignore, {}, 0, 0, {}, 0
-        self.events: list[tuple[int, int]] = []  # (serial, bytes) allocations, (serial, 0) frees
-
-    @classmethod
-    def of(cls, model) -> "_Tracker":
-        """A tracker that never counts this model's weights and buffers."""
-        return cls({t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())})
-
-    def add(self, t: torch.Tensor, op: str) -> int | None:
-        st = t.untyped_storage()
-        key, old = st._cdata, self.live.get(st._cdata)
-        if old is not None and not old[0].expired():
-            return old[3]
-        if key in self.ignore or st.nbytes() == 0:
-            return None
-        n, self.serial = _rounded(st.nbytes()), self.serial + 1
-        self.now += n - (old[1] if old else 0)
-        self.live[key] = (StorageWeakRef(st), n, op, self.serial)
-        self.events.append((self.serial, n))
-        return self.serial
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        for key in [k for k, entry in self.live.items() if entry[0].expired()]:
-            _, n, _, serial = self.live.pop(key)
-            self.now -= n
-            self.events.append((serial, 0))
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type == "meta":
-                self.add(t, func._overloadpacket.__name__)
-        if self.now > self.peak:
-            self.peak, self.at_peak = self.now, {e[3]: (e[1], e[2]) for e in self.live.values()}
-        return out
-
-    def adopt(self, cache) -> set[int]:
-        """Serials of the storages the cache holds now (added as live if new)."""
-        return {self.add(t, "kv cache") for layer in cache_layers(cache) for t in layer_tensors(layer)} - {None}
 
 
 def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int, steps: int,
@@ -96,21 +46,21 @@ def call_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: in
     each phase starts from an empty pool; together, the first decode step's larger KV blocks cannot reuse the
     prefill's freed ones, and activations split the segments the prompt's KV left: the reserved figure that
     decides an OOM at large batch. largest_bytes and baseline_bytes are not tracked over a whole call (0)."""
-    model = meta_model(config, as_dtype(dtype), attn)
+    model = meta_model(config, torch_dtype(dtype), attn)
     with meta_context(MetaKernels()):
-        with _Tracker.of(model) as tracker:
+        with Tracker.of(model) as tracker:
             run = GenerateLoop(model, batch, implementation, max_cache_len, cache_config)
             kv: set = set()
             for tokens in [prompt_len] + [1] * steps:
                 out = run.step(tokens)
                 logits = out.logits[:, -1, :].to(dtype=torch.float32, copy=True)  # generate()'s next_token_logits
-                logits_bytes = sum(_rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits))
+                logits_bytes = sum(tracker.rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits))
                 del out
                 kv |= tracker.adopt(run.cache)
     return ActivationPeak(
         peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
         largest_bytes=0, largest_op="", baseline_bytes=0, logits_bytes=logits_bytes,
-        reserved_bytes=reserved_peak(tracker.events))
+        reserved_bytes=reserved_peak(tracker.events), capacity_bytes=least_capacity(tracker.events))
 
 
 def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPeak:
@@ -119,7 +69,7 @@ def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPea
             run = GenerateLoop(model, batch)
             for n in warmup:
                 run.step(n)
-        with _Tracker.of(model) as tracker:
+        with Tracker.of(model) as tracker:
             kv = tracker.adopt(run.cache)
             base = tracker.peak = tracker.now
             out = run.step(tokens)
@@ -129,14 +79,14 @@ def _measure(model, batch: int, warmup: list[int], tokens: int) -> ActivationPea
     return ActivationPeak(
         peak_bytes=tracker.peak, kv_bytes=sum(n for k, (n, _) in tracker.at_peak.items() if k in kv),
         largest_bytes=largest[0], largest_op=largest[1], baseline_bytes=base,
-        logits_bytes=sum(_rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits)),
-        reserved_bytes=reserved_peak(tracker.events))
+        logits_bytes=sum(tracker.rounded(x.untyped_storage().nbytes()) for x in (out.logits, logits)),
+        reserved_bytes=reserved_peak(tracker.events), capacity_bytes=least_capacity(tracker.events))
 
 
 def prefill_peak_bytes(config, dtype: str | torch.dtype, batch: int, prompt_len: int,
                        attn: str = "sdpa") -> ActivationPeak:
     """Peak of live non-weight bytes during generate()'s prefill forward of batch x prompt_len tokens."""
-    return _measure(meta_model(config, as_dtype(dtype), attn), batch, [], prompt_len)
+    return _measure(meta_model(config, torch_dtype(dtype), attn), batch, [], prompt_len)
 
 
 def decode_peak_bytes(config, dtype: str | torch.dtype, batch: int, context_len: int,
@@ -144,4 +94,4 @@ def decode_peak_bytes(config, dtype: str | torch.dtype, batch: int, context_len:
     """Peak during one decode step with context_len tokens already cached (reached by a prefill of
     context_len - 1 and one decode step, so sliding layers are in their steady state)."""
     warm = [context_len - 1, 1] if context_len > 1 else [1]
-    return _measure(meta_model(config, as_dtype(dtype), attn), batch, warm, 1)
+    return _measure(meta_model(config, torch_dtype(dtype), attn), batch, warm, 1)

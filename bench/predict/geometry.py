@@ -1,18 +1,25 @@
 """KV-cache geometry read from an architecture's own code, not from its config's attribute names.
 
 `kv_geometry` builds the model on the meta device (no memory), makes the cache generate() makes, runs
-generate()'s own prefill and decode steps on meta (bench.predict.metarun) and reads what each cache
-layer holds. MQA flags, MLA, sliding/chunked windows, KV sharing and linear-attention / SSM states come out
-as the code has them. Probes (batch 1): prefill 1 + 1 decode step, prefill L + 2 decode steps (L beyond every
-window or chunk the config names). Each layer must fit
+generate()'s own prefill and decode steps on meta (bench.predict.metarun) under a storage tracker
+(bench.predict.tracker) and reads what each cache layer holds (bench.measure.cachebytes, the one walker). MQA
+flags, MLA, sliding/chunked windows, KV sharing and linear-attention / SSM states come out as the code has them.
+Probes (batch 1): prefill 1 + 1 decode step, prefill L + 2 decode steps (L beyond every window or chunk the
+config names). Per layer, three figures, each fitted and checked against every probe (GeometryError if not):
 
-    bytes = shared + batch * (state + token * held),  held(P, k) = min(P, prefill_cap) if k == 0
-                                                                   else min(P + k, decode_cap)
+  held      what its tensors hold (their shapes): shared + batch * (state + token * min(n, held_cap));
+            a sliding or chunked layer keeps window - 1 tokens (transformers 5.24), a full one every token.
+  resident  what memory holds (the storages those tensors keep alive): the same with min(n, prefill_cap) right
+            after a prefill and min(n, decode_cap) after a decode step. A sliding layer slices its window out of
+            the concatenation it just made, so its storage is the whole prompt after a prefill and `window`
+            tokens after a decode step, one more than it shows.
+  peak      what it holds at once while a forward updates it: its new storage, plus `overlap` of the old one
+            (0: updated in place; a full layer frees its old keys before concatenating its values; a sliding
+            layer concatenates both before freeing either). Layers update in order, so a forward's cache peak is
+            max over l of (layers before l at their new size, l at its peak, layers after l at their old size).
 
-(a sliding layer keeps a view of its last concatenation: a whole prompt right after prefill, `window` tokens
-after a decode step, not window - 1) or GeometryError is raised. 0-d tensors (bookkeeping scalars) do not
-scale with batch; everything else does. Counts follow bench.measure.cachebytes.cache_payload (each storage once,
-whole storages, `cumulative_length` excluded). StaticCache is probed on first use.
+n is the tokens seen: the prompt, plus one per decode step. 0-d tensors (bookkeeping scalars) do not scale with
+batch; everything else does. StaticCache is probed on first use.
 
 Not covered: windows larger than L the config does not name ("window"/"chunk" keys); caches whose size is
 not min(tokens, cap)-linear (compressed attention); models without a transformers Cache (NoCacheError);
@@ -22,10 +29,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 
-from bench.predict.metarun import GenerateLoop, MetaKernels, MetaSafe, as_dtype, cache_layers, layer_tensors, meta_context, meta_model
+from bench.config.dtypes import torch_dtype
+from bench.measure.cachebytes import cache_layers, layer_tensors, shaped_bytes, stored_bytes
+from bench.predict.metarun import GenerateLoop, MetaKernels, meta_context, meta_model
+from bench.predict.tracker import Tracker, layer_peaks
 
 
 class GeometryError(RuntimeError):
@@ -40,17 +51,19 @@ class NoCacheError(GeometryError):
     """generate() gives this model no transformers Cache: it keeps its own state (rwkv, xlnet, reformer)."""
 
 
-def layer_bytes(cache) -> list[tuple[int, int]]:
-    """Per cache layer: (bytes that scale with batch, 0-d bookkeeping bytes); storages counted once."""
-    seen: set[int] = set()
+def layer_figures(cache) -> list[tuple[int, int, int]]:
+    """Per cache layer: (storage bytes that scale with batch, 0-d bookkeeping bytes, shaped bytes that scale
+    with batch); each storage counted once, with the first layer holding it."""
+    seen: set = set()
     out = []
     for layer in cache_layers(cache):
-        b = s = 0
-        for t in layer_tensors(layer):
-            if t.untyped_storage()._cdata not in seen:
-                seen.add(t.untyped_storage()._cdata)
-                b, s = (b, s + t.untyped_storage().nbytes()) if t.dim() == 0 else (b + t.untyped_storage().nbytes(), s)
-        out.append((b, s))
+        b = s = shaped = 0
+        for t in layer_tensors(layer, seen):
+            if t.dim() == 0:
+                s += stored_bytes(t)
+            else:
+                b, shaped = b + stored_bytes(t), shaped + shaped_bytes(t)
+        out.append((b, s, shaped))
     return out
 
 
@@ -70,15 +83,21 @@ def probe_length(text_config) -> int:
     return max([64] + [2 * s + 16 for s in sizes])
 
 
-def _run(model, prompt: int, steps: int, implementation: str | None = None, max_cache_len: int = 0):
-    """Per-layer bytes after the prefill and after each decode step, and the cache at the end."""
-    states = []
-    with meta_context(MetaSafe(), MetaKernels()):
-        run = GenerateLoop(model, 1, implementation, max_cache_len)
+def probe(model, prompt: int, steps: int, implementation: str | None = None, max_cache_len: int = 0,
+          batch: int = 1, device: str = "meta"):
+    """Run a prefill and `steps` decode steps: per forward, the per-layer figures after it and the per-layer
+    (storage before, most at once, storage after) during it; and the cache at the end."""
+    figures, peaks = [], []
+    with meta_context(MetaKernels()), Tracker.of(model, device, rounding=1) as tr:
+        run = GenerateLoop(model, batch, implementation, max_cache_len)
         for n in [prompt] + [1] * steps:
+            before, start = tr.layer_serials(run.cache), len(tr.events)
             run.step(n)
-            states.append(layer_bytes(run.cache))
-    return states, run.cache
+            tr.collect()
+            after = tr.layer_serials(run.cache)
+            peaks.append(layer_peaks(tr.events, start, before + [set()] * (len(after) - len(before)), after))
+            figures.append(layer_figures(run.cache))
+    return figures, peaks, run.cache
 
 
 @dataclass(frozen=True)
@@ -90,30 +109,51 @@ class LayerGeometry:
     token_bytes: int             # per cached token of one sequence
     state_bytes: int             # per sequence, whatever the length (conv / recurrent states)
     shared_bytes: int            # per layer, whatever the batch (0-d bookkeeping tensors)
-    prefill_cap: int | None      # tokens held right after a prefill; None: all
-    decode_cap: int | None       # tokens held after >= 1 decode step; None: all
+    prefill_cap: Optional[int]   # storage tokens right after a prefill; None: all
+    decode_cap: Optional[int]    # storage tokens after >= 1 decode step; None: all
+    held_cap: Optional[int] = None   # tokens its tensors show (a window keeps window - 1); None: all
+    overlap_share: Optional[float] = 0.0  # share of its old batch-scaled storage still alive at its update's peak
+    overlap_state: Optional[float] = 0.0  # plus bytes per sequence; both None: not modelled
     kv_heads: int = 0            # shape of the K/V it holds (0: none)
     head_dim_k: int = 0
     head_dim_v: int = 0
 
-    def held(self, prompt_len: int, decode_steps: int = 0) -> int:
+    def resident(self, prompt_len: int, decode_steps: int = 0) -> int:
         n, cap = (prompt_len, self.prefill_cap) if decode_steps == 0 else (prompt_len + decode_steps, self.decode_cap)
         return n if cap is None else min(n, cap)
 
+    def held(self, prompt_len: int, decode_steps: int = 0) -> int:
+        n = prompt_len + decode_steps
+        return n if self.held_cap is None else min(n, self.held_cap)
+
     def bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1) -> int:
+        """Resident bytes: the storages its tensors keep alive."""
+        return self.shared_bytes + batch * (self.state_bytes + self.token_bytes * self.resident(prompt_len, decode_steps))
+
+    def held_bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1) -> int:
         return self.shared_bytes + batch * (self.state_bytes + self.token_bytes * self.held(prompt_len, decode_steps))
 
+    def update_peak(self, prompt_len: int, decode_steps: int, batch: int = 1) -> int:
+        """The most this layer holds at once while the forward reaching (prompt_len, decode_steps) updates it."""
+        after = self.bytes(prompt_len, decode_steps, batch)
+        if decode_steps == 0 or not (self.token_bytes or self.state_bytes):
+            return after
+        if self.overlap_share is None:
+            raise GeometryError(f"layer {self.index} ({self.kind}): its update's peak is not modelled")
+        old = self.state_bytes + self.token_bytes * self.resident(prompt_len, decode_steps - 1)
+        return after + round(batch * (self.overlap_share * old + self.overlap_state))
 
-def fit_layer(i: int, kind: str, short: list, long: list, L: int, kv: tuple) -> LayerGeometry:
-    """Solve one layer from (batch bytes, 0-d bytes) after prefill 1 (+1 step) and prefill L (+1, +2 steps)."""
-    (a0, a1), (c0, c1, c2) = [b for b, _ in short], [b for b, _ in long]
+
+def _solve(i, kind, short, long, L, kv, peaks) -> LayerGeometry:
+    """One layer from its figures after prefill 1 (+1 step) and prefill L (+1, +2 steps), and its update peaks."""
+    (a0, a1), (c0, c1, c2) = [f[0] for f in short], [f[0] for f in long]
     T, F = a1 - a0, 2 * a0 - a1
-    bad = GeometryError(f"layer {i} ({kind}) does not fit shared + batch*(state + token*held): probes at 1 "
+    bad = GeometryError(f"layer {i} ({kind}) does not fit shared + batch*(state + token*tokens): probes at 1 "
                         f"token {short}, at {L} tokens {long}")
     if T == 0:
-        if len({a0, c0, c1, c2}) != 1:
+        if len({a0, c0, c1, c2}) != 1 or len({f[2] for f in short + long}) != 1:
             raise bad
-        cp = cd = None
+        cp = cd = ch = None
     else:
         if T < 0 or F < 0 or any((x - F) % T for x in (c0, c1, c2)):
             raise bad
@@ -121,32 +161,28 @@ def fit_layer(i: int, kind: str, short: list, long: list, L: int, kv: tuple) -> 
         if not (1 <= cp <= L and 2 <= cd <= L + 1 and n2 == min(L + 2, cd if cd <= L else L + 2)):
             raise bad
         cp, cd = (None if cp == L else cp), (None if cd == L + 1 else cd)
-    if len({s for _, s in short + long}) != 1:
+        shaped = [(f[2] - F) / T for f in short + long]
+        if shaped[:2] != [1, 2] and shaped[:2] != [1, 1]:
+            raise bad
+        ch = None if shaped[2:] == [L, L + 1, L + 2] else int(shaped[2])
+        if ch is not None and shaped[2:] != [ch] * 3:
+            raise bad
+    if len({f[1] for f in short + long}) != 1:
         raise bad
-    return LayerGeometry(i, kind, T, F, short[0][1], cp, cd, *kv)
+    return LayerGeometry(i, kind, T, F, short[0][1], cp, cd, ch, *_overlap(T, short, peaks), *kv)
 
 
-def _ranges(idx: list[int]) -> str:
-    out: list[str] = []
-    for n in idx:
-        if out and out[-1].split("-")[-1] == str(n - 1):
-            out[-1] = f"{out[-1].split('-')[0]}-{n}"
-        else:
-            out.append(str(n))
-    return ",".join(out)
-
-
-def _size(n: float) -> str:
-    unit = next(((u, s) for u, s in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if n >= s), ("B", 1))
-    return f"{n / unit[1]:.1f} {unit[0]}" if unit[1] > 1 else f"{n:.0f} B"
-
-
-@dataclass(frozen=True)
-class QuantLayer:
-    kv_heads: int
-    head_dim_k: int
-    head_dim_v: int
-    tokens: int   # tokens held: quantized + the full-precision residual window
+def _overlap(T, short, peaks) -> tuple[Optional[float], Optional[float]]:
+    """(share of the old batch-scaled storage, bytes per sequence) alive beside the new one at an update's peak,
+    from the decode steps of both probes: solved on the long probe's two, checked on the short one's; (None,
+    None) where they disagree."""
+    steps = [(b - short[0][1], top - a) for b, top, a in peaks]  # old storage without 0-d, overlap bytes
+    (x1, y1), (x2, y2) = steps[1], steps[2]
+    share = (y2 - y1) / (x2 - x1) if T and x2 != x1 else 0.0
+    state = y1 - share * x1
+    if all(abs(share * x + state - y) < 0.5 for x, y in steps):
+        return share, state
+    return None, None
 
 
 @dataclass(frozen=True)
@@ -162,9 +198,21 @@ class Geometry:
         return self.config.get_text_config(decoder=True)
 
     def bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1) -> int:
-        """Dynamic cache bytes after a prefill of prompt_len tokens and decode_steps single-token steps
-        (generate(max_new_tokens=n) runs n - 1 of them)."""
+        """Dynamic cache bytes resident after a prefill of prompt_len tokens and decode_steps single-token steps
+        (generate(max_new_tokens=n) runs n - 1 of them): what memory holds between forwards."""
         return sum(g.bytes(prompt_len, decode_steps, batch) for g in self.layers)
+
+    def held_bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1) -> int:
+        """What the cache's tensors hold as shaped (a sliding layer's window - 1 tokens, not its storage)."""
+        return sum(g.held_bytes(prompt_len, decode_steps, batch) for g in self.layers)
+
+    def peak_bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1) -> int:
+        """The cache's most bytes at once during the forward that reaches (prompt_len, decode_steps): the prefill
+        (decode_steps 0) or that decode step."""
+        old = [0 if decode_steps == 0 else g.bytes(prompt_len, decode_steps - 1, batch) for g in self.layers]
+        new = [g.bytes(prompt_len, decode_steps, batch) for g in self.layers]
+        top = [g.update_peak(prompt_len, decode_steps, batch) for g in self.layers]
+        return max((sum(new[:i]) + top[i] + sum(old[i + 1:]) for i in range(len(top))), default=0)
 
     def static_bytes(self, max_cache_len: int, batch: int = 1) -> int:
         """StaticCache bytes once allocated (first forward). generate() sizes it max_length - 1, i.e. prompt +
@@ -172,89 +220,11 @@ class Geometry:
         return sum(shared + batch * (state + token * (max_cache_len if cap is None else min(cap, max_cache_len)))
                    for shared, state, token, cap in _static_layers(self))
 
-    def quantized_layers(self, prompt_len: int, decode_steps: int = 0) -> list[QuantLayer]:
-        """What a QuantizedCache's layers hold: every token, no window. transformers (5.17 to 5.24) builds one
-        QuantizedLayer per config layer and refuses any layer type but full attention (ValueError, here too)."""
-        from transformers.cache_utils import get_layer_types_and_kwargs
-
-        bad = set(get_layer_types_and_kwargs(self.text_config)[0]) - {"full_attention"}
-        if bad or any(g.state_bytes or g.decode_cap is not None for g in self.layers):
-            raise ValueError(f"{self.model_type}: QuantizedCache takes only full-attention layers, "
-                             f"not {bad or 'states'}")
-        by_index = {g.index: g for g in self.layers if g.kv_heads}
-        layers = (by_index.get(i) for i in range(self.text_config.num_hidden_layers))
-        return [QuantLayer(g.kv_heads, g.head_dim_k, g.head_dim_v, prompt_len + decode_steps) if g
-                else QuantLayer(0, 0, 0, 0) for g in layers]
-
-    def quantized_bytes(self, prompt_len: int, decode_steps: int = 0, batch: int = 1, backend: str = "quanto",
-                        nbits: int = 4, q_group_size: int = 64, residual_length: int = 128,
-                        axis_key: int = 0, axis_value: int = 0) -> int:
-        """QuantizedCache bytes: kvmath's exact quanto/HQQ packing, per layer, over what quantized_layers holds."""
-        from bench.predict import formula
-
-        formula.check_quant(backend, nbits)
-        window, e, total = quantized_window(prompt_len, decode_steps, residual_length), self.dtype.itemsize, 0
-        for q in self.quantized_layers(prompt_len, decode_steps):
-            rows = batch * q.kv_heads * (q.tokens - window)
-            total += batch * q.kv_heads * min(window, q.tokens) * (q.head_dim_k + q.head_dim_v) * e + sum(
-                formula.quantized_tensor_bytes(rows * d, nbits, q_group_size, e, backend, ax)
-                for d, ax in ((q.head_dim_k, axis_key), (q.head_dim_v, axis_value)))
-        return total
-
     def explain(self, prompt_len: int | None = None, decode_steps: int = 0, batch: int = 1) -> str:
-        """The simple formula's figure and, where the code's differs, why."""
-        from bench.predict import formula
+        """The simple formula's figure and, where the code's differs, why (bench.predict.explain)."""
+        from bench.predict.explain import explain
 
-        n, h, dk, dv = formula.kv_heads_and_dims(self.config)
-        e, cfg = self.dtype.itemsize, self.text_config
-        lines = [f"simple formula: {n} layers x {h} KV heads x ({dk}+{dv}) x {e} B = {n * h * (dk + dv) * e:,} B/token"]
-        kv = [g for g in self.layers if g.token_bytes]
-        for s in sorted({(g.kv_heads, g.head_dim_k, g.head_dim_v) for g in kv if g.kv_heads} - {(h, dk, dv)}):
-            why = " (MQA, declared by multi_query)" if s[0] == 1 and getattr(cfg, "multi_query", False) else ""
-            idx = [g.index for g in kv if (g.kv_heads, g.head_dim_k, g.head_dim_v) == s]
-            lines.append(f"layers {_ranges(idx)} cache {s[0]} KV heads x ({s[1]}+{s[2]}){why}")
-        if rank := getattr(cfg, "kv_lora_rank", None):
-            latent = any((g.kv_heads, g.head_dim_k) == (1, rank) for g in kv)
-            lines.append(f"MLA: the cache holds the {rank}-wide compressed latent and the rope key, not per-head K/V"
-                         if latent else f"MLA: transformers caches per-head K/V here, not the {rank}-wide latent")
-        for cap in sorted({g.decode_cap for g in self.layers if g.decode_cap is not None}):
-            idx = [g.index for g in self.layers if g.decode_cap == cap]
-            whole = all(self.layers[i].prefill_cap is None for i in idx)
-            lines.append(f"layers {_ranges(idx)} are sliding-window/chunked: they stop growing at {cap} tokens"
-                         + (" (right after a longer prefill they still hold the whole prompt)" if whole else ""))
-        if states := [g for g in self.layers if g.state_bytes]:
-            lines.append(f"layers {_ranges([g.index for g in states])} ({states[0].kind}) keep a fixed "
-                         f"{_size(sum(g.state_bytes for g in states))} state per sequence in all"
-                         + ("" if any(g.token_bytes for g in states) else ", no per-token KV"))
-        empty = sum(1 for g in self.layers if not g.token_bytes and not g.state_bytes)
-        empty += max(cfg.num_hidden_layers - len(self.layers), 0)
-        if empty:
-            lines.append(f"{empty} layers hold nothing (they reuse earlier layers' KV, or have no cache)")
-        lines.append(f"from the code: {sum(g.token_bytes for g in kv):,} B/token until a window fills")
-        if prompt_len is not None:
-            simple = n * h * (dk + dv) * e * batch * (prompt_len + decode_steps)
-            lines.append(f"at {prompt_len} + {decode_steps} tokens x batch {batch}: simple {_size(simple)}, "
-                         f"code {_size(self.bytes(prompt_len, decode_steps, batch))}")
-        return "\n".join(lines)
-
-
-def quantized_window(prompt_len: int, decode_steps: int, residual_length: int) -> int:
-    """Tokens in QuantizedLayer's full-precision window, by transformers' own update rule run on placeholders:
-    the flush condition changed after 5.17 (residual_length=1 alternates 0/1 there, stays 0 in 5.24); the
-    state repeats every max(R, 2) steps."""
-    from transformers.cache_utils import QuantizedLayer
-
-    class Counting(QuantizedLayer):
-        def _quantize(self, tensor, axis):
-            return tensor.shape[-2]
-
-        def _dequantize(self, q):
-            return torch.zeros(1, 1, q, 1)
-
-    layer = Counting(residual_length=residual_length)
-    for n in [prompt_len] + [1] * (decode_steps % max(residual_length, 2)):
-        layer.update(torch.zeros(1, 1, n, 1), torch.zeros(1, 1, n, 1))
-    return layer.keys.shape[-2] if layer.keys.dim() == 4 else 0
+        return explain(self, prompt_len, decode_steps, batch)
 
 
 _GEOMETRIES: dict[tuple, Geometry] = {}
@@ -263,7 +233,7 @@ _STATIC: dict[int, list[tuple[int, int, int, int | None]]] = {}
 
 def kv_geometry(config, dtype: str | torch.dtype = "float16") -> Geometry:
     """Cache geometry of `config`'s causal LM in `dtype`, measured from its code (cached per config + dtype)."""
-    dtype = as_dtype(dtype)
+    dtype = torch_dtype(dtype)
     key = (config.to_json_string(), str(dtype))
     if key in _GEOMETRIES:
         return _GEOMETRIES[key]
@@ -271,8 +241,8 @@ def kv_geometry(config, dtype: str | torch.dtype = "float16") -> Geometry:
     text = model.config.get_text_config(decoder=True)
     L = probe_length(text)
     try:
-        short, _ = _run(model, 1, 1)
-        long, cache = _run(model, L, 2)
+        short, short_peaks, _ = probe(model, 1, 1)
+        long, long_peaks, cache = probe(model, L, 2)
     except Exception as e:
         if not model._supports_default_dynamic_cache():
             raise NoCacheError(f"{text.model_type}: generate() passes no Cache; the model keeps its own state") from e
@@ -281,9 +251,10 @@ def kv_geometry(config, dtype: str | torch.dtype = "float16") -> Geometry:
     if not layers:
         raise NoCacheError(f"{text.model_type}: generate() leaves no transformers Cache with layers "
                            f"({type(cache).__name__})")
-    if len({len(s) for s in short + long}) != 1:
+    if len({len(s) for s in short + long + short_peaks + long_peaks}) != 1:
         raise GeometryError(f"{text.model_type}: the cache changed its number of layers between steps")
-    fitted = tuple(fit_layer(i, type(layer).__name__, [s[i] for s in short], [s[i] for s in long], L, _kv_shape(layer))
+    fitted = tuple(_solve(i, type(layer).__name__, [s[i] for s in short], [s[i] for s in long], L, _kv_shape(layer),
+                          [short_peaks[1][i], long_peaks[1][i], long_peaks[2][i]])
                    for i, layer in enumerate(layers))
     _GEOMETRIES[key] = Geometry(text.model_type, dtype, fitted, config, L)
     return _GEOMETRIES[key]
@@ -294,11 +265,11 @@ def _static_layers(geo: Geometry) -> list[tuple[int, int, int, int | None]]:
     into StaticCache(max_cache_len=L); the token bytes are the dynamic layer's, the window its capacity."""
     if id(geo) not in _STATIC:
         model, L = meta_model(geo.config, geo.dtype), geo.probe_len
-        states, cache = _run(model, 1, 0, "static", L)
-        if cache is None or len(states[0]) != len(geo.layers):
+        figures, _, cache = probe(model, 1, 0, "static", L)
+        if cache is None or len(figures[0]) != len(geo.layers):
             raise ValueError(f"{geo.model_type}: generate() makes no StaticCache matching the dynamic one")
         out = []
-        for g, (b, s), layer in zip(geo.layers, states[0], cache_layers(cache)):
+        for g, (b, s, _), layer in zip(geo.layers, figures[0], cache_layers(cache)):
             cap = getattr(layer, "max_cache_len", 0)  # StaticLayer family; linear-attention layers hold no tokens
             state = b - g.token_bytes * cap
             if state < 0:

@@ -1,7 +1,8 @@
 """Runs an architecture's own code on the meta device as generate() runs it: no weights, no memory, exact shapes.
 
 `meta_model` (AutoModelForCausalLM on meta, memoized), `GenerateLoop` (generate()'s own steps), `MetaSafe`
-(data-dependent code on meta), `MetaKernels` (fused GPU kernels' footprints), and readers of a cache's tensors.
+(data-dependent code on meta), `MetaKernels` (fused GPU kernels' footprints). A cache's tensors are read with
+bench.measure.cachebytes, the one walker.
 bench.predict.geometry (KV bytes) and bench.predict.activations (activation peaks) both run on it."""
 from __future__ import annotations
 
@@ -12,15 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-_ALIASES = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32", "float": "float32"}
 _MODELS: dict[tuple, torch.nn.Module] = {}
-
-
-def as_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    name = str(dtype).lower().removeprefix("torch.")
-    if not isinstance(out := getattr(torch, _ALIASES.get(name, name), None), torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}")
-    return out
 
 
 class MetaSafe(TorchDispatchMode):
@@ -204,27 +197,3 @@ def meta_context(*modes):
     if hasattr(masking, "fast_all"):
         stack.enter_context(mock.patch.object(masking, "fast_all", lambda tensor: True))
     return stack
-
-
-def cache_layers(cache) -> list:
-    if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache
-        cache = cache.self_attention_cache
-    return list(getattr(cache, "layers", None) or [])
-
-
-def layer_tensors(layer) -> list[torch.Tensor]:
-    """Every tensor a cache layer holds (tensor subclasses unpacked; `cumulative_length` excluded, as in
-    bench.measure.cachebytes.cache_payload)."""
-    found, todo = [], [{k: v for k, v in vars(layer).items() if k != "cumulative_length"}]
-    while todo:
-        obj = todo.pop()
-        if isinstance(obj, torch.Tensor):
-            if type(obj) is not torch.Tensor and hasattr(obj, "__tensor_flatten__"):
-                todo.extend(getattr(obj, n) for n in obj.__tensor_flatten__()[0])
-            elif obj.numel():
-                found.append(obj)
-        elif isinstance(obj, dict):
-            todo.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            todo.extend(obj)
-    return found

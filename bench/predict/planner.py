@@ -1,15 +1,18 @@
-"""What a cell needs in device memory, predicted from the architecture's own code before anything loads.
+"""What a cell needs in device (and host) memory, predicted from the architecture's own code before anything loads.
 
-peak allocated = weights + the larger of
-  - the prefill: its live activations at their peak (bench.predict.activations, on the meta device) + the KV of the prompt,
+peak allocated = weights + the strategy's up-front buffers + the larger of
+  - the prefill: its live activations at their peak (bench.predict.activations, on the meta device) + the KV of
+    the prompt (the whole prompt, sliding layers included: bench.predict.geometry's peak),
   - a decode step at the final length: its transients + the cache the strategy holds on the device then;
 reserved = what PyTorch's caching allocator would hold for the same allocations (simulated: fragmentation
-included, the figure that decides an out-of-memory). A cell fits when weights + reserved + CONTEXT_BYTES (CUDA
-context, library workspaces) is within the card. Activations are measured for the dynamic cache; other
-strategies swap in their own cache bytes (their transients are taken as the dynamic cache's). Where the meta
-device can build a strategy's own cache (Strategy.meta_cache), the prefill and its first decode step are also
-simulated in one pool with it, its own transients included: apart, each phase starts from an empty pool and
-misses what the two strand.
+included, the figure that decides an out-of-memory). A cell fits when weights + buffers + reserved +
+CONTEXT_BYTES (CUDA context, library handles) is within the card. Activations are measured for the dynamic
+cache; other strategies swap in their own cache bytes (their transients are taken as the dynamic cache's). Where
+the meta device can build a strategy's own cache (Strategy.meta_cache), the prefill and its first decode step
+are also simulated in one pool with it, its own transients included: apart, each phase starts from an empty
+pool and misses what the two strand. A strategy that allocates its own pool up front (paged) gives it from the
+library's own sizing (Strategy.predicted_device_bytes, Strategy.buffer_bytes); one that keeps KV in host memory
+gives that too (Strategy.predicted_host_bytes), checked against the host by bench.predict.host.
 """
 from __future__ import annotations
 
@@ -17,16 +20,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from bench.predict import activations, geometry, formula
-from bench.predict.arch import arch_config, planned_dtype
 
 # what the planner raises for a cache the architecture refuses (or a quantizer it cannot find): no plan, no crash
 CANNOT_PLAN = (ValueError, ImportError, NotImplementedError)
 CONTEXT_BYTES = 1 << 30  # the CUDA context and library handles: not allocated through PyTorch's caching allocator
 CALL_STEPS = 1  # decode steps simulated after the prefill: the stranded segments appear at the first one
-WORKSPACE_BYTES = 32 << 20  # cuBLAS's workspace on Hopper (PyTorch's default :4096:8), which PyTorch does allocate
+WORKSPACE_BYTES = 32 << 20  # cuBLAS's workspace on Hopper (PyTorch's default :4096:8), which PyTorch does allocate,
+                            # one per CUDA stream matmuls run on (Strategy.matmul_streams)
 
 
 @dataclass(frozen=True)
@@ -36,17 +39,22 @@ class Peak:
     prefill_live: float     # live non-weight bytes at the prefill's peak (KV of the prompt included; with the
                             # strategy's own cache on meta, the peak of the prefill and first decode step)
     decode_live: float      # the same for the last decode step
-    reserved: float         # simulated allocator segments at the worse of the two (non-weight)
+    reserved: float         # simulated allocator segments at the worse of the two (non-weight), on a roomy card
+    buffers: float = 0.0    # allocated up front by the strategy's runner and held all call (a paged runner's IO)
+    host: float = 0.0       # host memory the strategy holds at its peak, in a fresh process (pinned blocks)
+    least: float = 0.0      # the least memory the allocator runs it in (non-weight): it releases wholly free
+                            # segments when pressed, so only fragmentation inside used segments costs
 
     @property
     def allocated(self) -> float:
-        return self.weights + max(self.prefill_live, self.decode_live)
+        return self.weights + self.buffers + max(self.prefill_live, self.decode_live)
 
     def needed(self, expandable: bool = False) -> float:
-        """What the card must hold: weights, the allocator's segments and the context. With
+        """What the card must hold: weights, buffers, the allocator's segments and the context. With
         PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True segments grow in place: no fragmentation to pay."""
-        held = max(self.prefill_live, self.decode_live) if expandable else max(self.reserved, self.prefill_live, self.decode_live)
-        return self.weights + held + CONTEXT_BYTES
+        live = max(self.prefill_live, self.decode_live)
+        held = live if expandable else max(self.least or self.reserved, live)
+        return self.weights + self.buffers + held + CONTEXT_BYTES
 
 
 def expandable_segments() -> bool:
@@ -63,10 +71,6 @@ def capacity(device: str) -> Optional[tuple[str, int]]:
         return p.name, int(p.total_memory)
     m = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text()) if Path("/proc/meminfo").exists() else None
     return ("host memory", int(m.group(1)) * 1024) if m else None
-
-
-def load_dtype(cfg) -> str:
-    return planned_dtype(cfg.model, arch_config(cfg.model))
 
 
 _PEAKS: dict = {}
@@ -103,14 +107,45 @@ def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens:
             config, dtype, batch, prompt_len, min(new_tokens - 1, CALL_STEPS), attn, *own)
     except ImportError:  # its optional package (quanto, hqq) is not installed here: plan it as the dynamic cache
         call = None
+    first = call if call is not None else pre
     if call is not None:
-        first = call.reserved_bytes - call.peak_bytes
         prefill = max(prefill, call.peak_bytes)
-    else:
-        first = pre.reserved_bytes - pre.peak_bytes
-    frag = max(first, dec.reserved_bytes - dec.peak_bytes, 0)
-    return Peak(formula.weight_bytes(config, dtype), kv_end, prefill + WORKSPACE_BYTES, decode + WORKSPACE_BYTES,
-                max(prefill, decode) + frag + WORKSPACE_BYTES)
+    frag = max(first.reserved_bytes - first.peak_bytes, dec.reserved_bytes - dec.peak_bytes, 0)
+    pressed = max(first.capacity_bytes - first.peak_bytes, dec.capacity_bytes - dec.peak_bytes, 0)
+    workspaces = WORKSPACE_BYTES * strategy.matmul_streams
+    top = max(prefill, decode) + workspaces
+    return Peak(formula.weight_bytes(config, dtype), kv_end, prefill + workspaces, decode + workspaces, top + frag,
+                buffers=strategy.buffer_bytes(geo, attn, prompt_len, new_tokens, batch),
+                host=strategy.predicted_host_bytes(geo, prompt_len, new_tokens, batch), least=top + pressed)
+
+
+def largest_batch(need: Callable[[int], float], capacity: float, limit: int = 1 << 16) -> int:
+    """The largest b in [1, limit] with need(b) <= capacity (0: none), for a need growing about linearly in b:
+    secant steps through the plans nearest the boundary (a handful of plans), then bisection if they stall."""
+    known: dict[int, float] = {}
+    lo, hi, b = 0, limit + 1, 1          # lo fits (or is 0), hi does not (or is past the limit)
+    for step in range(64):
+        known[b] = need(b)
+        lo, hi = (b, hi) if known[b] <= capacity else (lo, b)
+        if hi - lo <= 1:
+            break
+        side = sorted(k for k in known if k <= lo)[-2:] + sorted(k for k in known if k >= hi)[:1]
+        b1, b2 = (side[-2], side[-1]) if len(side) >= 2 else (b, None)
+        if b2 is None or known[b2] == known[b1] or step >= 8:
+            guess = (lo + hi) // 2 if hi <= limit else 2 * max(lo, 1)
+        else:
+            guess = b1 + int((capacity - known[b1]) * (b2 - b1) // (known[b2] - known[b1]))
+        b = min(max(guess, lo + 1), hi - 1, limit)
+    return min(lo, limit)
+
+
+def most_batch(config, dtype: str, strategy, prompt_len: int, new_tokens: int, attn: str, device_bytes: int,
+               expandable: bool = False, limit: int = 1 << 16) -> int:
+    """The largest batch whose predicted need fits `device_bytes` (0: not even one sequence)."""
+    def need(b: int) -> float:
+        return peak(config, dtype, strategy, b, prompt_len, new_tokens, attn).needed(expandable)
+
+    return largest_batch(need, device_bytes, limit)
 
 
 def predicted_peak(cfg, config, dtype: str, device: str) -> Optional[float]:
@@ -121,21 +156,14 @@ def predicted_peak(cfg, config, dtype: str, device: str) -> Optional[float]:
         return None
 
 
+def load_dtype(cfg) -> str:
+    from bench.predict.fit import load_dtype as dtype_of
+
+    return dtype_of(cfg)
+
+
 def refusal(cfg, device: str) -> Optional[str]:
-    """Why the planner predicts this cell cannot fit on `device`, or None."""
-    if not cfg.model.arch:  # shapes only known after fetching the config: the device answers
-        return None
-    mem = capacity(device)
-    config = arch_config(cfg.model)
-    dtype = planned_dtype(cfg.model, config)
-    try:
-        p = peak(config, dtype, cfg.cache, cfg.batch, cfg.prompt_len, cfg.new_tokens, cfg.attn.name)
-    except Exception:  # noqa: BLE001
-        return None
-    need = p.needed(expandable_segments())
-    if mem is None or need <= mem[1]:
-        return None
-    gib = 2**30
-    return (f"batch={cfg.batch} x {cfg.prompt_len}+{cfg.new_tokens} tokens needs ~{need / gib:.1f} GiB "
-            f"({p.weights / gib:.1f} weights, {p.kv_device / gib:.1f} KV, allocator {p.reserved / gib:.1f} in all "
-            f"beyond the weights, {CONTEXT_BYTES / gib:.0f} context; {dtype}) but {mem[0]} has {mem[1] / gib:.1f} GiB")
+    """Why the planner predicts this cell cannot fit on `device`, or None (bench.predict.preflight's answer)."""
+    from bench.predict.fit import preflight
+
+    return preflight(cfg, device)

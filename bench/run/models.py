@@ -73,7 +73,9 @@ def load_tokenizer(mc: ModelConfig):
 
 
 def _torch_dtype(name: str):
-    return "auto" if name == "auto" else getattr(torch, name)
+    from bench.config.dtypes import torch_dtype
+
+    return "auto" if name == "auto" else torch_dtype(name)
 
 
 def _load_real(mc: ModelConfig, dtype: str, device_map: Optional[str] = None):

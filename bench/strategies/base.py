@@ -23,6 +23,7 @@ class Strategy:
     holds_cache: ClassVar[bool] = True  # False: every step recomputes the whole context
     description: ClassVar[str] = ""     # one line for the README and report
     profiled: ClassVar[bool] = True     # its steps run in the calling thread, where the SDPA profiler sees them
+    matmul_streams: ClassVar[int] = 1   # CUDA streams its forwards run matmuls on (each holds a cuBLAS workspace)
 
     def __post_init__(self) -> None:
         self.check()
@@ -95,6 +96,16 @@ class Strategy:
     def predicted_device_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> Optional[float]:
         """The part of the cache held in device memory (what a fit check counts)."""
         return self.predicted_bytes(geometry, prompt_len, new_tokens, batch)
+
+    def buffer_bytes(self, geometry, attn: str, prompt_len: int, new_tokens: int, batch: int) -> float:
+        """Device bytes the strategy's own runner allocates up front and holds for the whole call, beside its cache
+        and the model's forward (a paged runner's static batch tensors); 0: none."""
+        return 0.0
+
+    def predicted_host_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
+        """Host memory the strategy holds at its peak in a fresh process (an offloaded cache's pinned blocks);
+        0: none."""
+        return 0.0
 
     def meta_cache(self, prompt_len: int, new_tokens: int) -> Optional[tuple[Optional[str], int, Optional[dict]]]:
         """(cache_implementation, max_cache_len, cache_config) of the cache generate() builds here, where bench.predict.metarun can

@@ -21,6 +21,12 @@ class OffloadedStatic(Offloaded):
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         return Static.predicted_bytes(self, geometry, prompt_len, new_tokens, batch)
 
+    def host_tensor_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> list[list[int]]:
+        # preallocated to prompt + new tokens - 1: one size per tensor for the whole call
+        n, e = prompt_len + new_tokens - 1, geometry.dtype.itemsize
+        return [[batch * g.kv_heads * n * d * e] for g in geometry.layers
+                if g.kv_heads and g.decode_cap is None and not g.state_bytes for d in (g.head_dim_k, g.head_dim_v)]
+
     def quality_cache(self, model, max_len: int):
         from transformers import StaticCache
 

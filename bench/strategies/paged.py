@@ -24,6 +24,9 @@ def _config_fields() -> set:
     return {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
 
 
+_FOOTPRINTS: dict = {}
+
+
 @dataclass
 class Paged(Strategy):
     block_size: int = 256  # tokens per block: transformers' default; flash-attn's paged kernel needs a multiple of 256
@@ -31,6 +34,7 @@ class Paged(Strategy):
     name = "paged"
     description = "PagedAttention block pool through continuous batching (generate_batch)"
     profiled = False  # continuous batching steps in a thread of its own
+    matmul_streams = 2  # its forwards run on a compute stream of its own, beside the default stream's workspace
 
     def check(self) -> None:
         checks.integer("cache.block_size", self.block_size, 1)
@@ -96,9 +100,21 @@ class Paged(Strategy):
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int):
         return None  # a pool sized up front (plus the blocks transformers reserves), not by the sequence
 
+    def _footprint(self, geometry, attn: str, prompt_len: int, new_tokens: int, batch: int):
+        from bench.strategies.paged_pool import footprint
+
+        key = (geometry.config.to_json_string(), str(geometry.dtype), attn, prompt_len, new_tokens, batch, self.block_size)
+        if key not in _FOOTPRINTS:
+            _FOOTPRINTS[key] = footprint(geometry.config, geometry.dtype, attn, prompt_len, new_tokens, batch,
+                                         self.block_size, self.blocks(prompt_len, new_tokens, batch))
+        return _FOOTPRINTS[key]
+
     def predicted_device_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int):
-        # the pool: whole blocks for every sequence, each token costing what it costs in a dynamic cache
-        return float(geometry.bytes(self.blocks(prompt_len, new_tokens, batch) * self.block_size, 0, 1))
+        # the pool continuous batching builds for the blocks asked for (bench.strategies.paged_pool)
+        return float(self._footprint(geometry, "sdpa", prompt_len, new_tokens, batch).pool_bytes)
+
+    def buffer_bytes(self, geometry, attn: str, prompt_len: int, new_tokens: int, batch: int) -> float:
+        return float(self._footprint(geometry, attn, prompt_len, new_tokens, batch).device_io_bytes)
 
     def teardown(self, model) -> None:
         if hasattr(model, "destroy_cached_continuous_batching_manager"):

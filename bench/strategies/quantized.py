@@ -21,7 +21,6 @@ BACKENDS = {
     "fp8": {"nbits": (), "axes": (), "axis": None, "package": None, "extra": None},
 }
 GROUP_DEFAULTS = {"nbits": 4, "residual_length": 128, "q_group_size": 64}
-FP8_SCALE_BYTES = 4  # one float32 scale per tensor (a layer's keys, its values)
 
 
 @dataclass
@@ -114,12 +113,13 @@ class Quantized(Strategy):
         return {"kv_quantized_share": share}
 
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
-        if self.quant_backend == "fp8":  # a float8 byte per element, two float32 scales per layer
-            return float(sum(batch * q.kv_heads * q.tokens * (q.head_dim_k + q.head_dim_v) + 2 * FP8_SCALE_BYTES
-                             for q in geometry.quantized_layers(prompt_len, new_tokens - 1) if q.tokens))
-        # the packed payload, scales and zero points of each layer, plus the full-precision window
-        return float(geometry.quantized_bytes(prompt_len, new_tokens - 1, batch, self.quant_backend, self.nbits,
-                                              self.q_group_size, self.residual_length, self.axis_key, self.axis_value))
+        from bench.strategies import quantized_bytes
+
+        if self.quant_backend == "fp8":
+            return float(quantized_bytes.fp8_bytes(geometry, prompt_len, new_tokens - 1, batch))
+        return float(quantized_bytes.grouped_bytes(geometry, prompt_len, new_tokens - 1, batch, self.quant_backend,
+                                                   self.nbits, self.q_group_size, self.residual_length,
+                                                   self.axis_key, self.axis_value))
 
     def quality_cache(self, model, max_len: int):
         from transformers import QuantizedCache
