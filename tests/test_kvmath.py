@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig
 
-from bench.predict.formula import GPU_BANDWIDTH_GB_S, GPU_MEMORY_GIB, bandwidth_floor_ms, kv_bytes_per_token, kv_cache_bytes, kv_heads_and_dims, parse_gpu, weight_bytes
+from bench.config.gpus import GPU_BANDWIDTH_GB_S, GPU_MEMORY_GIB
+from bench.predict.formula import bandwidth_floor_ms, kv_bytes_per_token, kv_cache_bytes, kv_heads_and_dims, parse_gpu, weight_bytes
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
 

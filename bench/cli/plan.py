@@ -2,8 +2,9 @@
 
 Nothing loads: the model is built on the meta device (bench.predict.geometry, bench.predict.activations, bench.predict.planner).
 Run settings (cache=, nbits=, quant_backend=, dtype=, attn=, batch=, prompt_len=, new_tokens=) are checked by
-the same code as `bench run`. `python -m bench plan check [store=results]` sets the planner against every GPU
-row of a store: predicted against measured peak, and whether it would have let the cell run.
+the same code as `bench run`. `gpus=N` plans the model split over N such GPUs (accelerate's device map): the memory
+per GPU. `python -m bench plan check [store=results]` sets the planner against every GPU row of a store: predicted
+against measured peak, and whether it would have let the cell run.
 """
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import sys
 from pathlib import Path
 
 from bench.cli import compose
+from bench import predict
 from bench.predict import geometry, formula, planner
+from bench.predict.host import HostMemory, host_warning
 from bench.config.checks import ConfigError, unknown_key
 from bench.predict.arch import check_model, max_positions, planned_dtype
 from bench.cli.progress import console
 
-PLAN_KEYS = ("gpu", "alloc")
+PLAN_KEYS = ("gpu", "alloc", "gpus", "host")
 USAGE = ("usage: python -m bench plan model=NAME|HUB_ID|DIR gpu=NAME|GiB [cache=dynamic|quantized|...] [nbits=2|4] "
          "[quant_backend=quanto|hqq|fp8] [dtype=...] [attn=sdpa|eager|flash_attention_2] [batch=1] [prompt_len=4096] "
-         "[new_tokens=128] [alloc=default|expandable]    |    python -m bench plan check [store=results]")
+         "[new_tokens=128] [alloc=default|expandable] [gpus=N] [host=GiB]    |    python -m bench plan check [store=results]")
 GIB = 2**30
 
 
@@ -37,7 +40,7 @@ def _largest(fits, lo: int, hi: int) -> int:
     return n
 
 
-def _line(label, config, dtype, cfg, gpu_bytes, expandable) -> str:
+def _line(label, config, dtype, cfg, gpu_bytes, expandable, notes: list, host_mem=None) -> str:
     def needed(b, p):
         pk = planner.peak(config, dtype, cfg.cache, b, p, cfg.new_tokens, cfg.attn.name)
         return pk.needed(expandable), pk
@@ -45,17 +48,51 @@ def _line(label, config, dtype, cfg, gpu_bytes, expandable) -> str:
     need, pk = needed(cfg.batch, cfg.prompt_len)
     fits = need <= gpu_bytes
     limit = max_positions(config) or 1 << 20
-    most_batch = _largest(lambda b: needed(b, cfg.prompt_len)[0] <= gpu_bytes, 1, 4096)
+    most = planner.most_batch(config, dtype, cfg.cache, cfg.prompt_len, cfg.new_tokens, cfg.attn.name, gpu_bytes,
+                              expandable)
     longest = _largest(lambda p: needed(cfg.batch, p)[0] <= gpu_bytes, 1, max(1, limit - cfg.new_tokens))
-    return (f"| {label} | {pk.kv_device / GIB:.2f} | {pk.allocated / GIB:.2f} | {need / GIB:.2f} | "
-            f"{'yes' if fits else '**no**'} | {most_batch:,} | {longest:,} |")
+    warn = host_warning(pk.host, host_mem)
+    if warn:
+        notes.append(f"{label}: {warn}")
+    host = f"{pk.host / GIB:.2f}" if pk.host else "–"
+    return (f"| {label} | {pk.kv_device / GIB:.2f} | {host} | {pk.allocated / GIB:.2f} | {need / GIB:.2f} | "
+            f"{'yes' if fits else '**no**'} | {most:,} | {longest:,} |")
+
+
+def check(argv: list[str]) -> int:
+    """`plan check [store=results]`: the planner against each GPU cell's newest ok or out-of-memory row."""
+    from bench.cli.args import Option, existing, options
+    from bench.predict.check import table
+    from bench.report import selection
+    from bench.store import load
+
+    opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
+    if pos:
+        raise ConfigError(f"{pos[0]!r} is not an option of plan check; usage: python -m bench plan check [store=results]")
+    df = load(existing("store", opts["store"]))
+    df = df[(df["device"] == "cuda") & df["status"].isin(["ok", "oom"])]
+    df = df[~df["error"].fillna("").str.startswith("not run:")].reset_index(drop=True)  # refusals prove nothing
+    shown = selection.pick(selection.prepare(df)).shown
+    print(table([{**df.loc[i].to_dict(), "label": shown.loc[i, "label"]} for i in shown.index]))
+    return 0
+
+
+def split(cfg, config, dtype, gpus: int, gpu_name: str, gpu_bytes: int) -> None:
+    """The memory per GPU of the model split over `gpus` of them (accelerate's device map), for the given cache."""
+    rows = predict.split_plan(config, dtype, cfg.cache, cfg.batch, cfg.prompt_len, cfg.new_tokens, gpus, gpu_bytes,
+                              cfg.attn.name)
+    print(f"\n{cfg.cache.label()} split over {gpus} x {gpu_name} with device_map=auto (accelerate):\n")
+    print("| device | layers | weights (GiB) | KV (GiB) | activations (GiB) | peak allocated (GiB) | needs (GiB) | fits |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['device']} | {r['layers'] or '–'} | {r['weights_bytes'] / GIB:.2f} | {r['kv_bytes'] / GIB:.2f} | "
+              f"{r['activation_bytes'] / GIB:.2f} | {r['peak_bytes'] / GIB:.2f} | {r['needed_bytes'] / GIB:.2f} | "
+              f"{'yes' if r['fits'] else '**no**'} |")
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["check"]:
-        from bench.predict import check as plancheck
-
-        return plancheck.main(argv[1:])
+        return check(argv[1:])
     opts, run, seen = {}, [], {}
     for a in argv:
         k, eq, v = a.partition("=")
@@ -81,6 +118,18 @@ def main(argv: list[str]) -> int:
             raise ConfigError(f"gpu={opts['gpu']}: {e}") from None
         if opts.get("alloc", "default") not in ("default", "expandable"):
             raise ConfigError(f"alloc={opts['alloc']} is not allowed; choose one of: default, expandable")
+        host_mem = None  # this machine's, unless host= names the one the cells will run on
+        if "host" in opts:
+            try:
+                host_gib = float(opts["host"].lower().removesuffix("gib"))
+            except ValueError:
+                host_gib = -1.0
+            if not host_gib > 0:
+                raise ConfigError(f"host={opts['host']} must be the host's memory in GiB, e.g. host=128")
+            host_mem = HostMemory(int(host_gib * GIB), int(host_gib * GIB))
+        gpus = opts.get("gpus", "1")
+        if not gpus.isdigit() or not 1 <= int(gpus) <= 64:
+            raise ConfigError(f"gpus={gpus} must be a whole number of GPUs from 1 to 64")
         spec = next((a.split("=", 1)[1] for a in run if a.startswith("model=")), None)
         if spec is None:
             raise ConfigError("plan needs model= (a conf/model name, a hub id or a local directory)")
@@ -120,8 +169,13 @@ def main(argv: list[str]) -> int:
     print(f"\nbatch {cfg.batch} x ({cfg.prompt_len} prompt + {cfg.new_tokens} new tokens); allocator "
           f"{'expandable_segments (no fragmentation)' if expandable else 'default (fragmentation simulated)'}; "
           f"{planner.CONTEXT_BYTES / GIB:.0f} GiB kept for the CUDA context\n")
-    print("| cache | KV on device (GiB) | peak allocated (GiB) | needs (GiB) | fits | largest batch | longest prompt |")
-    print("|---|---|---|---|---|---|---|")
+    if int(opts.get("gpus", "1")) > 1:
+        split(cfg, config, dtype, int(opts["gpus"]), gpu_name, gpu_bytes)
+        return 0
+    print("| cache | KV on device (GiB) | host (GiB) | peak allocated (GiB) | needs (GiB) | fits | largest batch | "
+          "longest prompt |")
+    print("|---|---|---|---|---|---|---|---|")
+    notes: list[str] = []
     given = any(a.startswith(("cache=", "nbits=", "quant_backend=")) for a in argv)
     variants = [cfg] if given else [cfg] + [compose.cells(list(merged.values()) + v, positions=False)[0] for v in
                                            (["cache=quantized", "nbits=4"], ["cache=quantized", "nbits=2"])]
@@ -131,12 +185,15 @@ def main(argv: list[str]) -> int:
         try:
             # tens of seconds per cache on a 7B (meta runs at each step of two searches): a spinner on stderr
             with console.status(f"planning {c.cache.label()}: the peak, the largest batch, the longest prompt"):
-                line = _line(c.cache.label(), config, dtype, c, gpu_bytes, expandable)
+                line = _line(c.cache.label(), config, dtype, c, gpu_bytes, expandable, notes, host_mem)
             print(line)
         except planner.CANNOT_PLAN as e:  # e.g. QuantizedCache refuses a sliding-window model
-            print(f"| {c.cache.label()} | – | – | – | cannot run: {str(e).splitlines()[0]} | – | – |")
+            print(f"| {c.cache.label()} | – | – | – | – | cannot run: {str(e).splitlines()[0]} | – | – |")
+    for n in notes:
+        print(f"\n{n}")
     print("\nThe peak is the prefill's or the last step's, whichever is larger; 'needs' adds the allocator's "
-          "segments (simulated) and the context. Activations are measured on the meta device for this attention path.")
+          "segments (simulated) and the context. Activations are measured on the meta device for this attention path; "
+          "host is the pinned host memory a strategy that offloads holds.")
     return 0
 
 

@@ -8,16 +8,31 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-# Usable device memory, GiB, as torch.cuda.get_device_properties reports it (MiB / 1024).
+# Usable device memory, GiB: what torch.cuda.get_device_properties().total_memory reports where a card of this
+# project ran (H100 80GB HBM3, H200), else nvidia-smi's total (MiB / 1024), a little above it.
 GPU_MEMORY_GIB: dict[str, float] = {
-    "h100": 81559 / 1024,  # H100 80GB HBM3 (SXM)
-    "h200": 143771 / 1024,
+    "h100": 79.18,  # H100 80GB HBM3 (SXM)
+    "h200": 139.80,
     "a100-80gb": 81920 / 1024,
     "a100-40gb": 40960 / 1024,
     "l4": 23034 / 1024,
     "t4": 15360 / 1024,
     "a10g": 23028 / 1024,
     "rtx4090": 24564 / 1024,
+}
+
+
+# Datasheet peak memory bandwidth, GB/s. Kernels reach ~80-90% of it at best: a bandwidth measured
+# on the card (e.g. a large device-to-device copy) gives a truer floor than this table.
+GPU_BANDWIDTH_GB_S: dict[str, float] = {
+    "h100": 3350,  # SXM
+    "h200": 4800,
+    "a100-80gb": 2039,
+    "a100-40gb": 1555,
+    "l4": 300,
+    "t4": 320,
+    "a10g": 600,
+    "rtx4090": 1008,
 }
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from bench.config.gpus import GPU_MEMORY_GIB, capacity
+
 from bench.config.dtypes import itemsize
 
 
@@ -62,46 +64,14 @@ def bandwidth_floor_ms(weight_bytes: float, kv_bytes: float, bandwidth_gb_s: flo
 # What a card gives the process, GiB. H100 and H200: the total capacity torch reports (get_device_properties,
 # cudaMemGetInfo), as the out-of-memory rows of this project's runs print it; it is what the run's fit check
 # holds a plan against (nvidia-smi shows more: 81,559 and 143,771 MiB). The others: nvidia-smi's total.
-GPU_MEMORY_GIB: dict[str, float] = {
-    "h100": 79.18,  # H100 80GB HBM3 (SXM)
-    "h200": 139.80,
-    "a100-80gb": 81920 / 1024,
-    "a100-40gb": 40960 / 1024,
-    "l4": 23034 / 1024,
-    "t4": 15360 / 1024,
-    "a10g": 23028 / 1024,
-    "rtx4090": 24564 / 1024,
-}
-
-# Datasheet peak memory bandwidth, GB/s. Kernels reach ~80-90% of it at best: a bandwidth measured
-# on the card (e.g. a large device-to-device copy) gives a truer floor than this table.
-GPU_BANDWIDTH_GB_S: dict[str, float] = {
-    "h100": 3350,  # SXM
-    "h200": 4800,
-    "a100-80gb": 2039,
-    "a100-40gb": 1555,
-    "l4": 300,
-    "t4": 320,
-    "a10g": 600,
-    "rtx4090": 1008,
-}
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
 def parse_gpu(spec: str) -> tuple[str, int]:
-    """(name, bytes) for a known GPU name (case and separators ignored) or a size like '24' / '24GiB'."""
+    """(name, bytes) for a known GPU name (case and separators ignored, or a name as torch gives it) or a size like
+    '24' / '24GiB'."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:gib)?\s*", spec, flags=re.IGNORECASE)
     if m:
         gib = float(m.group(1))
         return f"{gib:g} GiB", int(gib * 2**30)
-    for name, gib in GPU_MEMORY_GIB.items():
-        if _norm(name) == _norm(spec):
-            return name, int(gib * 2**30)
-    # a name as torch or nvidia-smi gives it ("NVIDIA H100 80GB HBM3"): the one known key it contains
-    inside = [name for name in GPU_MEMORY_GIB if _norm(name) in _norm(spec)]
-    if len(inside) == 1:
-        return inside[0], int(GPU_MEMORY_GIB[inside[0]] * 2**30)
-    raise ValueError(f"unknown GPU {spec!r}; use one of {', '.join(GPU_MEMORY_GIB)} or a size in GiB like 24 or 24GiB")
+    found = capacity(spec)
+    if found is None:
+        raise ValueError(f"unknown GPU {spec!r}; use one of {', '.join(GPU_MEMORY_GIB)} or a size in GiB like 24 or 24GiB")
+    return found[0], int(found[1] * 2**30)

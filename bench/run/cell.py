@@ -16,6 +16,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from bench.run import attention, models, quality, repeats
+from bench import predict
 from bench.predict import geometry, formula, planner
 from bench.predict.arch import check_model, max_positions
 from bench.measure import memory
@@ -34,6 +35,8 @@ logging.getLogger("ContinuousBatchingLogger").setLevel(logging.ERROR)  # per-cal
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 MIB = memory.MIB
+GEOMETRY_COLUMNS = ("kv_heads", "head_dim_k", "head_dim_v", "kv_layers", "window_tokens", "window_layers",
+                    "kv_token_bytes", "state_bytes")
 
 # One loaded model per process: a sweep over caches and attention paths loads it once.
 _loaded: dict = {}
@@ -130,7 +133,7 @@ def _start(cfg, run_id: str) -> Record:
 def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     """The planner's verdict, then the model; the row gets the conditions as they will run."""
     check_model(cfg.model)  # input: a causal LM whose shapes build, checked before loading (ConfigError)
-    refusal = planner.refusal(cfg, rec.device) if cfg.fit_check else None
+    refusal = predict.preflight(cfg, rec.device) if cfg.fit_check else None  # the one question asked of predict
     if refusal:
         rec.status, rec.error = "oom", f"not run: the planner predicts it cannot fit: {refusal} (fit_check=false runs it anyway)"
         rec.dtype = planner.load_dtype(cfg)
@@ -155,7 +158,12 @@ def _measure(rec: Record, cfg, loaded: models.Loaded, on_timing: Callable[[], No
     model, device, strategy = loaded.model, rec.device, cfg.cache
     weight_bytes = memory.model_bytes(model)
     rec.weights_mib = weight_bytes / MIB
-    rec.kv_heads = formula.kv_heads_and_dims(model.config)[1]
+    try:  # the geometry the architecture's code caches (a Falcon multi_query model: 1 KV head), not the formula's
+        geo_cols = predict.columns(model.config, loaded.dtype)
+    except Exception:  # noqa: BLE001 - code that cannot run on meta: the textbook figure, and no window
+        geo_cols = {"kv_heads": formula.kv_heads_and_dims(model.config)[1]}
+    for k in GEOMETRY_COLUMNS:
+        setattr(rec, k, geo_cols.get(k))
     cfg.check_positions(max_positions(model.config))
     reason = strategy.unavailable_reason(model, device) or attention.unavailable_reason(cfg.attn, model, device)
     if reason is None:

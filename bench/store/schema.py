@@ -30,7 +30,14 @@ class Record:
     model_source: str = ""                # hub id, local dir, gguf file or 'architecture config'
     weights: str = ""                     # 'real' or 'random' as loaded (random: timings of the real shapes, no quality)
     dtype: str = ""                       # parameter dtype as loaded (float32, float16, bfloat16)
-    kv_heads: Optional[int] = None        # key/value heads of the loaded architecture (MHA = attention heads, MQA = 1)
+    kv_heads: Optional[int] = None        # key/value heads the cache holds per layer, read from the architecture's code
+    head_dim_k: Optional[int] = None      # width of a cached key (per head; MLA: the latent + rope key)
+    head_dim_v: Optional[int] = None      # width of a cached value (per head)
+    kv_layers: Optional[int] = None       # layers whose cache grows with the tokens
+    window_tokens: Optional[int] = None   # tokens a sliding / chunked layer keeps (the smallest window; null: none)
+    window_layers: Optional[int] = None   # layers with such a window
+    kv_token_bytes: Optional[int] = None  # one sequence's cache bytes per token over all layers (until a window fills)
+    state_bytes: Optional[int] = None     # one sequence's fixed-size states (linear attention, SSM layers)
     device: str = ""                      # cpu or cuda
     gpu: str = ""                         # GPU model name ('' on the CPU)
     cache: str = ""                       # strategy name (bench/strategies/<name>.py)
