@@ -154,12 +154,16 @@ def test_raw_samples_are_kept_and_the_medians_are_theirs(make_cfg):
 def test_repeats_auto_stops_at_the_precision_or_the_budget(make_cfg):
     """Adaptive repeats: fast cells repeat until the median's interval is within `precision`; a budget
     that allows fewer calls stops them first, and the row says which and the precision reached."""
-    fast = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.5", "max_repeats=40"), "t")
+    fast = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.5", "max_repeats=40", "rounds=1"), "t")
     assert fast.stop_reason == "precision" and 6 <= fast.repeats < 40 and fast.precision <= 0.5
     assert fast.precision_target == 0.5 and fast.repeats_mode == "auto"
     tight = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.0001", "cell_budget_s=0.05",
-                                  "max_repeats=40"), "t")
+                                  "max_repeats=40", "rounds=1"), "t")
     assert tight.stop_reason == "budget" and 6 <= tight.repeats < 40 and tight.precision > 0.0001  # 6: the interval's minimum
+    # with rounds, a round's median needs only 3 calls: the interval comes from the spread between processes
+    round_ = cell(make_cfg("model=tiny-gpt2", "repeats=auto", "precision=0.0001", "cell_budget_s=0.05",
+                           "max_repeats=40", "rounds=3"), "t")
+    assert round_.stop_reason == "budget" and 3 <= round_.repeats < 6
 
 
 # ---- (c) measured KV bytes against a hand computation ----

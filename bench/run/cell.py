@@ -224,12 +224,13 @@ def _measure(rec: Record, cfg, loaded: models.Loaded, on_timing: Callable[[], No
     rec.other_peak_mib = rec.peak_mem_mib - rec.weights_mib - (payload.total_bytes - host) / MIB
     predicted = planner.predicted_peak(cfg, model.config, loaded.dtype, device)
     rec.peak_predicted_mib = None if predicted is None else predicted / MIB
-    # A decode step must read every weight and the cache at its current length: the mean length's
-    # bytes over the measured copy bandwidth is the step's floor.
-    rec.bandwidth_gb_s = memory.copy_bandwidth_gb_s(device)
-    kv_mean = strategy.predicted_bytes(geo, P, N // 2 + 1, B) or 0.0
-    rec.bandwidth_floor_ms = formula.bandwidth_floor_ms(weight_bytes, kv_mean, rec.bandwidth_gb_s)
-    rec.mbu = rec.bandwidth_floor_ms / rec.tpot_ms
+    # A decode step must read every weight and the cache at its current length: the mean length's bytes over the
+    # measured copy bandwidth is the step's floor. Measured in the cell's first round (later rounds keep it).
+    if first_round:
+        rec.bandwidth_gb_s = memory.copy_bandwidth_gb_s(device)
+        kv_mean = strategy.predicted_bytes(geo, P, N // 2 + 1, B) or 0.0
+        rec.bandwidth_floor_ms = formula.bandwidth_floor_ms(weight_bytes, kv_mean, rec.bandwidth_gb_s)
+        rec.mbu = rec.bandwidth_floor_ms / rec.tpot_ms
     if first_round and (cfg.quality == "on" or (cfg.quality == "auto" and loaded.weights == "real")):
         _quality(rec, cfg, loaded)  # deterministic: once per cell, in its first round
 

@@ -16,7 +16,7 @@ from bench.stats import reproducibility as repro
 TIMES = ("e2e_ms", "ttft_ms", "tpot_ms")
 PEAKS = ("peak_mem_mib", "peak_reserved_mib", "peak_rss_cell_mib", "other_peak_mib")
 FIRST_ROUND_ONLY = ("ppl", "ppl_delta", "agreement", "first_divergence", "quality_tokens", "sdpa_backend_used",
-                    "cold_e2e_ms", "launch_us")
+                    "cold_e2e_ms", "launch_us", "bandwidth_gb_s", "bandwidth_floor_ms")
 
 
 def _median(v) -> Optional[float]:
@@ -64,6 +64,8 @@ def merge(prev: dict, new: dict, round_no: int) -> dict:
     batch, n = out.get("batch") or 1, out.get("new_tokens") or 1
     out["decode_tok_s"] = batch * 1000.0 / out["tpot_ms"] if out["tpot_ms"] else None
     out["e2e_tok_s"] = batch * n * 1000.0 / out["e2e_ms"] if out["e2e_ms"] else None
+    floor = out.get("bandwidth_floor_ms")
+    out["mbu"] = floor / out["tpot_ms"] if floor and out["tpot_ms"] else None
     if prev.get("step_ms") and new.get("step_ms") and len(prev["step_ms"]) == len(new["step_ms"]):
         k = out["rounds"]  # the running mean of the rounds' per-position medians
         out["step_ms"] = [round((a * (k - 1) + b) / k, 4) if a is not None and b is not None else None
