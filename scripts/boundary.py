@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 GIB = 2**30
 SETUPS = {"dynamic": ["cache=dynamic"], "int4": ["cache=quantized", "nbits=4", "quant_backend=quanto"]}
 COMMON = ["model=llama-2-7b", "prompt_len=1024", "new_tokens=16", "attn=sdpa", "dtype=bfloat16", "weights=random",
-          "device=cuda", "fit_check=false", "repeats=2", "warmup=1", "cell_timeout_s=240"]
+          "device=cuda", "fit_check=false", "repeats=2", "rounds=1", "warmup=1", "cell_timeout_s=240"]
 CLOSE = 0.025  # stop bisecting when the batch that ran and the one that did not are this close
 
 
@@ -38,7 +38,7 @@ def plan(name: str, capacity: int) -> tuple[int, float]:
     """(largest batch, what it needs in bytes) by the planner."""
     from bench.cli import compose
     from bench.predict import planner
-    from bench.run.models import arch_config, planned_dtype
+    from bench.predict.arch import arch_config, planned_dtype
 
     given = [a for a in COMMON if not a.startswith("device=")]  # planned here, where there may be no GPU in view
     cfg, = compose.cells([*given, *SETUPS[name], "batch=1", "device=cpu"], positions=False)

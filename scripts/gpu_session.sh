@@ -43,9 +43,9 @@ stages() {
       cache=none,dynamic,quantized,quantized_int2,paged attn=sdpa,eager rounds=3 cell_budget_s=3
   done
   # issue 23: the planner's largest batch at its boundary, run and +10% (bisected if the two disagree)
-  stage boundary python3 scripts/boundary.py store="$STORE" budget_s=330
+  stage boundary python3 scripts/boundary.py store="$STORE" budget_s=330 dynamic=154 int4=457
   # issue 23: what offloading holds in host memory (the batch-96 SIGKILL)
-  stage offload python3 scripts/offload_probe.py
+  stage offload python3 scripts/offload_host_probe.py
   # issue 21: the known remedies for a recompile storm (static + flash_attention_2), measured
   run remedies -m model=llama-2-7b prompt_len=1024 new_tokens=64 cache=static attn=flash_attention_2 rounds=1 \
     compile=off max_repeats=3 cell_budget_s=5

@@ -54,6 +54,12 @@ def describe(cfg) -> str:
     return f"{cfg.model.name} cache={cfg.cache.label()} attn={a} b={cfg.batch} p={cfg.prompt_len} n={cfg.new_tokens}"
 
 
+def short(cfg) -> str:
+    """The cell within its setup: strategy / attention path."""
+    a = cfg.attn.name + (f"[{cfg.attn.sdpa_backend}]" if cfg.attn.sdpa_backend != "auto" else "")
+    return f"{cfg.cache.label()} / {a}" + (" / compile off" if cfg.compile == "off" else "")
+
+
 def question(row: dict) -> tuple:
     return tuple(str(row.get(k)) for k in ("model", "weights", "dtype", "device", "gpu", "batch", "prompt_len",
                                             "new_tokens"))
@@ -197,7 +203,7 @@ class Schedule:
             if r and r.get("status") == "ok" and r.get("e2e_ms") and r.get("round_sd_rel") is not None:
                 k = len(r.get("round_e2e_ms") or [1])
                 out.append(racing.Entry(c.index, question(r), r["e2e_ms"], repro.estimate_sd(
-                    repro.Spread(r["round_sd_rel"], 1, ""), k), describe(c.cfg).split(" ", 1)[1]))
+                    repro.Spread(r["round_sd_rel"], 1, ""), k), short(c.cfg)))
         return out
 
     def _race(self) -> None:

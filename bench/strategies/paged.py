@@ -51,6 +51,8 @@ class Paged(Strategy):
         return f"paged ({self.block_size}-token blocks)"
 
     def attention(self, attn: str) -> str:
+        if attn == "flex_attention":  # raised here, before any call: the cell is unavailable, not an error
+            raise ValueError("continuous batching (cache=paged) runs eager, sdpa or flash attention, not flex_attention")
         # Left alone, continuous batching swaps sdpa/eager for flash-attn when that is installed. transformers
         # 5.17: paged|<attn> runs exactly the path requested. 5.24: attention is named plainly (paged|sdpa is
         # read as sdpa; only eager keeps a paged| kernel) and the timed call turns auto_switch_to_flash off.
