@@ -228,3 +228,14 @@ def test_a_budget_that_cannot_take_another_round_stops_after_the_first_pass(fake
     assert all(r["rounds"] == 1 for r in rows)
     assert by["dynamic"]["rounds_stop"] == "budget" and by["static"]["rounds_stop"] == "budget"
     assert by["none"]["rounds_stop"] == "behind"
+
+
+def test_a_cell_is_disturbed_when_most_of_its_rounds_were():
+    def rnd(disturbed):
+        s = [10.0, 10.1, 9.9]
+        return {"status": "ok", "e2e_samples_ms": s, "tpot_samples_ms": s, "ttft_samples_ms": s, "batch": 1,
+                "new_tokens": 4, "disturbed": disturbed, "disturbed_why": "spread" if disturbed else ""}
+    one = merge_rounds.merge(merge_rounds.merge(merge_rounds.first(rnd(False)), rnd(True), 2), rnd(False), 3)
+    assert (one["disturbed"], one["disturbed_rounds"]) == (False, 1) and "round 2: spread" in one["disturbed_why"]
+    two = merge_rounds.merge(merge_rounds.merge(merge_rounds.first(rnd(True)), rnd(True), 2), rnd(False), 3)
+    assert (two["disturbed"], two["disturbed_rounds"]) == (True, 2)

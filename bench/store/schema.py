@@ -81,7 +81,9 @@ class Record:
     recompile_limit_hits: Optional[int] = None  # times dynamo hit its recompile limit (past it: frames run uncompiled)
     status: Status = "ok"                 # ok | unavailable | oom | error
     error: str = ""                       # reason when status != ok (or a note, e.g. quality skipped)
-    disturbed: bool = False               # the repeats disagreed with themselves even after re-measuring
+    disturbed: bool = False               # the repeats disagreed with themselves even after re-measuring (with rounds:
+                                          # in more than half of them; a minority shows in the rerun interval)
+    disturbed_rounds: int = 0             # rounds whose calls disagreed with themselves
     disturbed_why: str = ""               # which signs: spread, tpot vs median step, host speed moved
     remeasured: int = 0                   # times the cell was measured again because it looked disturbed
     # --- timings: medians over the timed calls, and every call's raw figure ---
