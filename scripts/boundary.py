@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 GIB = 2**30
 SETUPS = {"dynamic": ["cache=dynamic"], "int4": ["cache=quantized", "nbits=4", "quant_backend=quanto"]}
 COMMON = ["model=llama-2-7b", "prompt_len=1024", "new_tokens=16", "attn=sdpa", "dtype=bfloat16", "weights=random",
-          "device=cuda", "fit_check=false", "repeats=2", "rounds=1", "warmup=1", "cell_timeout_s=240"]
+          "device=cuda", "fit_check=false", "repeats=2", "rounds=1", "warmup=1", "cell_timeout_s=240",
+          "compile_budget_s=300"]  # the first quanto cell on a machine builds its CUDA extension
 CLOSE = 0.025  # stop bisecting when the batch that ran and the one that did not are this close
 
 
