@@ -53,9 +53,7 @@ def _line(label, config, dtype, cfg, gpu_bytes, expandable) -> str:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["check"]:
-        from bench.predict import check as plancheck
-
-        return plancheck.main(argv[1:])
+        return check(argv[1:])
     opts, run, seen = {}, [], {}
     for a in argv:
         k, eq, v = a.partition("=")
@@ -79,6 +77,8 @@ def main(argv: list[str]) -> int:
             gpu_name, gpu_bytes = formula.parse_gpu(opts["gpu"])
         except ValueError as e:
             raise ConfigError(f"gpu={opts['gpu']}: {e}") from None
+        if gpu_bytes <= 0:
+            raise ConfigError(f"gpu={opts['gpu']} holds no memory; give a GPU name or a size in GiB above 0")
         if opts.get("alloc", "default") not in ("default", "expandable"):
             raise ConfigError(f"alloc={opts['alloc']} is not allowed; choose one of: default, expandable")
         spec = next((a.split("=", 1)[1] for a in run if a.startswith("model=")), None)
@@ -142,15 +142,38 @@ def main(argv: list[str]) -> int:
 
 def check_dir(spec: str) -> None:
     """A model given as a path must be a directory holding config.json (a hub id is tried as such)."""
-    from bench.predict.arch import looks_local
+    from bench.config.settings import ModelConfig
+    from bench.predict.arch import check_local, looks_local
 
-    if looks_local(spec) and not Path(spec).expanduser().is_dir():
+    if not spec:
+        raise ConfigError("model= is empty; give a conf/model name, a hub id or a local directory")
+    if looks_local(spec) and not Path(spec).expanduser().exists():
         raise ConfigError(f"model={spec}: no such directory, and not a shipped model (conf/model) or a hub id ORG/NAME")
+    check_local(ModelConfig(name=Path(spec).name or spec, hub_id=spec), "random", key="model")
+
+
+def check(argv: list[str]) -> int:
+    """`plan check [store=results]`: its option checked here, the work bench.predict.check's."""
+    from bench.cli.args import Option, UsageError, existing, options
+    from bench.cli.report import has_rows
+    from bench.predict import check as plancheck
+    from bench.store import StoreError
+
+    opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
+    if pos:
+        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check [store=results]")
+    existing("store", opts["store"])
+    try:
+        has_rows(opts["store"])
+        return plancheck.main([f"store={opts['store']}"])
+    except StoreError as e:
+        raise UsageError(str(e)) from None
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    from bench.cli.args import fail
+
+    return fail(message)
 
 
 if __name__ == "__main__":
