@@ -138,8 +138,11 @@ class Ctx(dict):
 
     def __missing__(self, name: str) -> str:
         t = self.tmp
-        if name in CONFIGS:
+        if name in CONFIGS:  # a config and a weights file (the checks look at its name only)
             p = _dir(t / name, json.dumps(CONFIGS[name]))
+            (p / "model.safetensors").write_bytes(b"")
+        elif name == "noweights":
+            p = _dir(t / name, json.dumps(TINY_LLAMA))
         elif name == "nocfg":
             p = _dir(t / "nocfg", None)
         elif name == "garbagecfg":
@@ -174,6 +177,10 @@ class Ctx(dict):
         elif name == "prjunk":
             p = _dir(t / "prjunk", None)
             (p / "keep.txt").write_text("mine")
+        elif name == "fakebin":  # an sbatch that finds no cluster
+            p = _dir(t / "fakebin", None)
+            (p / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: no cluster here' >&2\nexit 1\n")
+            (p / "sbatch").chmod(0o755)
         elif name == "prout":
             p = _dir(t / "prout", None)
             (p / "pr.md").write_text("# pr\n![fig](a.png)\n")
@@ -190,7 +197,7 @@ class Ctx(dict):
 def _known(name: str) -> bool:
     return name in CONFIGS or name in CORRECTIONS or name in (
         "nocfg", "garbagecfg", "afile", "good", "mixed", "garbage", "empty", "newer", "jsonldir", "emptyfile",
-        "nanrow", "prjunk", "prout")
+        "nanrow", "prjunk", "prout", "fakebin", "noweights")
 
 
 CORRECTIONS = {

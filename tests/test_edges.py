@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,9 @@ RUN = [
     C("run model.hub_id={afile}", "model.hub_id", "afile.txt", "not a directory"),
     C("run +model.hub_id={gpt2_dir}", "model.hub_id", "gpt2"),
     C("run model.hub_id=", "model.hub_id"),
-    C("run +model.hub_id={llama_dir}", "model.hub_id", "no weights"),
-    C("run +model.hub_id={llama_dir} weights=random", expect=0, rows=1),
+    C("run +model.hub_id={noweights}", "model.hub_id", "no weights"),
+    C("run +model.hub_id={noweights} weights=random", expect=0, rows=1),
+    C("run +model.hub_id={llama_dir}", expect=0, rows=1),
     C("run model.arch.model_type=nosuch", "model.arch", "nosuch"),
     C("run model.arch.model_type=", "model.arch"),
     C("run model.arch.num_hidden_layers=-1", "num_hidden_layers", "-1"),
@@ -118,6 +120,7 @@ RUN = [
     C("run model.arch=5", "model.arch", "5"),
     C("run model.gguf=nosuchpkg:x.gguf weights=real", "model.gguf", "nosuchpkg"),
     C("run model.gguf=nocolon", "model.gguf", "nocolon"),
+    C("run model.hub_id=nobody/no-such-model weights=real", "model.hub_id=nobody/no-such-model", "weights=real"),
     C("run model.arch.max_position_embeddings=4", "12", "4"),
     # Hydra's own settings
     C("run hydra.run.dir=/proc/x", "hydra.run.dir"),
@@ -127,6 +130,9 @@ RUN = [
     C("run hydra/job_logging=default", "hydra/job_logging"),
     C("run +hydra.foo=1", "hydra.foo"),
     C("run hydra.verbose=true", "hydra.verbose"),
+    C("run -m cache=dynamic,static hydra/launcher=joblib hydra.sweep.dir=/proc/x", "hydra.sweep.dir=/proc/x"),
+    C("run -m cache=dynamic,static hydra/launcher=submitit_slurm", "hydra/launcher=submitit_slurm", "no cluster",
+      env={"PATH": "{fakebin}:" + os.environ["PATH"]}),
     # odd values
     C("run batch=nan", "batch=nan"),
     C("run precision=nan", "precision=nan"),
@@ -202,11 +208,11 @@ OTHER = [
     C("report store={newer}", "store=", "no rows", warns=("newer",)),
     C("report store={emptyfile}", "store=", "no rows"),
     C("report store={mixed} out={tmp}/o", expect=0, warns=("tpot_ms", "prompt_len", "batch")),
-    C("report store={jsonldir} out={tmp}/o", expect=0, warns=("odd.jsonl",)),
+    C("gpu-report 'gpu=NVIDIA H200' store={jsonldir} out={tmp}/r.md", expect=0, warns=("odd.jsonl",)),
     *[C(f"report store={{{c}}} out={{tmp}}/o", "corrections.json") for c in
       ("corr_text", "corr_dict", "corr_type", "corr_cols", "corr_where", "corr_empty", "corr_binary")],
-    C("report out=", "out="),
-    C("report out={afile}/x", "out=", "afile.txt"),
+    C("report store={good} out=", "out="),
+    C("report store={good} out={afile}/x", "out=", "afile.txt"),
     C("report store={good} store={good}", "store", "twice"),
     C("report --store results", "--store"),
     C("report results", "results"),
@@ -326,6 +332,7 @@ def cells(monkeypatch):
     monkeypatch.delenv("KVBENCH_RUN_ID", raising=False)
     monkeypatch.delenv("KVBENCH_FAULT", raising=False)
     monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # a launcher run sets it for Hydra
     yield loads
     signals.uninstall()
 
@@ -338,7 +345,7 @@ def run_case(case: Case, tmp_path: Path, monkeypatch, capsys, loads) -> tuple[in
         line = ["run", *[t for t in T if t.split("=", 1)[0] not in given], *line[1:]]
     line = ctx.fill(line)
     for k, v in case.env.items():
-        monkeypatch.setenv(k, v)
+        monkeypatch.setenv(k, ctx.fill([v])[0])
     monkeypatch.chdir(ROOT if case.cwd == "root" or (line[:1] == ["pr"] and case.cwd != "git-less") else tmp_path)
     before = snapshot(tmp_path)
     crashed = ""

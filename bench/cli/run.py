@@ -8,7 +8,9 @@ and exit code 2 before a model loads; a store that fills up stops the run with o
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import socket
 import sys
@@ -135,10 +137,34 @@ def not_started(cells: list, rid: str, run_file, why: str) -> int:
 def launch(argv: list[str], multirun: bool, rid: str) -> int:
     """Hydra's launcher (joblib, submitit_local, submitit_slurm) runs each cell as a job of bench.cli.hydra_app;
     the jobs share this run's id and each writes its own run file."""
-    from bench.cli import hydra_app
+    from hydra.core.global_hydra import GlobalHydra
 
+    from bench.cli import hydra_app
+    from bench.store import check_writable
+
+    launcher = next(a.split("=", 1)[1] for a in argv if a.startswith("hydra/launcher="))
+    for a in argv:
+        if a.startswith("hydra.sweep.dir="):
+            try:
+                check_writable(a.split("=", 1)[1], "hydra.sweep.dir")
+            except OSError as e:
+                raise UsageError(str(e)) from None
     os.environ["KVBENCH_RUN_ID"] = rid
     os.environ.setdefault("KVBENCH_RUN_OWNER", str(os.getpid()))
     sys.argv = [f"{sys.argv[0]} run", *(["-m"] if multirun else []), *compose.normalize(argv)]
-    hydra_app.main()
+    saved = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises (rather than printing a traceback and exiting 1): one line
+    # a launcher's own chatter (sbatch's errors, echoed by submitit) is held back: the error line says it; the jobs
+    # of a launcher other than basic run in processes of their own, whose lines are not this process's stderr
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held) if launcher != "basic" else contextlib.nullcontext():
+            hydra_app.main()
+    except Exception as e:  # noqa: BLE001 - a launcher that cannot submit (no Slurm here), or a job's failure
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        return fail(f"hydra/launcher={launcher} could not run the sweep: {lines[-1]}")
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR") if saved is None else os.environ.__setitem__("HYDRA_FULL_ERROR", saved)
+        GlobalHydra.instance().clear()  # a failed launch leaves Hydra initialised for this process
+    sys.stderr.write(held.getvalue())
     return 0

@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from bench.config.checks import ConfigError
+from bench.config.checks import ConfigError, short
 from bench.config.settings import ModelConfig
 
 
@@ -77,13 +77,20 @@ def check_local(mc: ModelConfig, weights: str = "auto", key: str = "model.hub_id
         if not (path / "config.json").is_file():
             raise ConfigError(f"{key}={mc.hub_id}: the directory has no config.json")
         try:
-            if not isinstance(json.loads((path / "config.json").read_bytes()), dict):
+            fields = json.loads((path / "config.json").read_bytes())
+            if not isinstance(fields, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
             raise ConfigError(f"{key}={mc.hub_id}: its config.json is not a JSON object of config fields ({e})") from None
+        if mc.arch and fields.get("model_type") != mc.arch.get("model_type"):
+            raise ConfigError(f"{key}={mc.hub_id} holds a {fields.get('model_type')} model, but model={mc.name} is a "
+                              f"{mc.arch.get('model_type')}; give a model of its own (model=NAME of conf/model)")
         if weights != "random" and not any(next(path.glob(g), None) for g in WEIGHT_FILES):
             raise ConfigError(f"{key}={mc.hub_id} holds no weights (*.safetensors, *.bin); add weights=random to "
                               "time its shapes with random weights")
+    elif mc.hub_id and weights == "real" and not mc.gguf and not cached(mc.hub_id) and not hub_reachable():
+        raise ConfigError(f"{key}={mc.hub_id} is not in the local hub cache and the hub is unreachable, and "
+                          "weights=real refuses random weights")
     if mc.gguf:
         pkg, colon, fname = mc.gguf.partition(":")
         if not (colon and pkg and fname.endswith(".gguf")):
@@ -99,6 +106,18 @@ def check_local(mc: ModelConfig, weights: str = "auto", key: str = "model.hub_id
         where = list(found.submodule_search_locations or []) if found else []
         if where and not (Path(where[0]) / fname).is_file():
             raise ConfigError(f"model.gguf={mc.gguf}: package {pkg} holds no {fname}")
+
+
+def cached(hub_id: str) -> bool:
+    """Whether the local hub cache holds a hub id's config and weights (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = lambda name: isinstance(try_to_load_from_cache(hub_id, name), str)  # noqa: E731
+        return found("config.json") and any(found(n) for n in (
+            "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"))
+    except Exception:  # noqa: BLE001 - an id the hub library refuses is not cached either
+        return False
 
 
 def _check_shapes(mc: ModelConfig, config) -> None:
@@ -123,7 +142,8 @@ def check_model(mc: ModelConfig):
         config = arch_config(mc)
     except Exception as e:  # noqa: BLE001 - transformers raises several kinds for a bad field
         what = "model.arch" if mc.arch else key
-        raise ConfigError(f"{what} of {mc.name} builds no config: {(str(e).strip().splitlines() or [repr(e)])[-1]}") from None
+        raise ConfigError(f"{what} of {mc.name} builds no config: "
+                          f"{short((str(e).strip().splitlines() or [repr(e)])[-1], 200)}") from None
     if mc.arch and mc.hub_id and looks_local(mc.hub_id):
         from transformers import AutoConfig
 
