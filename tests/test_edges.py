@@ -54,6 +54,7 @@ RUN = [
     C("run cache=dynamic,static -m attn=sdpa", expect=0, rows=2),
     C("run cache=dynamic,static --multirun", expect=0, rows=2),
     C("run batch=1,2 -m -m", expect=0, rows=2),
+    C("run -m cache=glob(dyn*)", expect=0, rows=1),
     C("run batch=2 batch=4", "batch", "batch=2", "batch=4"),
     C("run batch=2 batch=2", "batch", "batch=2"),
     C("run cache=dynamic cache=static", "cache", "cache=static"),
@@ -322,6 +323,19 @@ OTHER = [
 CASES = [c for c in RUN + OTHER]
 
 
+@pytest.fixture(autouse=True)
+def thread_errors(monkeypatch) -> list:
+    """What a thread of the command died of: in the real command line its traceback would reach stderr."""
+    import threading
+
+    caught: list = []
+    def hook(a) -> None:
+        caught.append(f"\nTraceback (thread): {a.exc_type.__name__}: {a.exc_value}")
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    return caught
+
+
 @pytest.fixture
 def cells(monkeypatch):
     """Cells run without weights, workers answer in this process, and the signal handlers are given back."""
@@ -337,7 +351,7 @@ def cells(monkeypatch):
     signals.uninstall()
 
 
-def run_case(case: Case, tmp_path: Path, monkeypatch, capsys, loads) -> tuple[int, str, list]:
+def run_case(case: Case, tmp_path: Path, monkeypatch, capsys, threads: list) -> tuple[int, str, list]:
     ctx = Ctx(tmp_path)
     line = list(case.line)
     if line[:1] == ["run"]:
@@ -355,13 +369,13 @@ def run_case(case: Case, tmp_path: Path, monkeypatch, capsys, loads) -> tuple[in
         code = e.code
     except BaseException as e:  # noqa: BLE001 - the drill records it
         code, crashed = None, f"\nTraceback (in process): {type(e).__name__}: {e}"
-    err = capsys.readouterr().err + crashed
+    err = capsys.readouterr().err + crashed + "".join(threads)
     return code, err, [before, snapshot(tmp_path), rows_in(Path(ctx["store"]))]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_edge(case: Case, tmp_path, monkeypatch, capsys, cells):
-    code, err, (before, after, rows) = run_case(case, tmp_path, monkeypatch, capsys, cells)
+def test_edge(case: Case, tmp_path, monkeypatch, capsys, cells, thread_errors):
+    code, err, (before, after, rows) = run_case(case, tmp_path, monkeypatch, capsys, thread_errors)
     lost = [p for p, b in before.items() if after.get(p) != b]
     wrote = bool(rows) or any(p.endswith(".jsonl") for p in set(after) - set(before))
     kind = verdict(code, err, case.words, case.expect, rows if wrote else [])
@@ -393,7 +407,7 @@ def _record(name: str, kind: str, code, err: str) -> None:
             f.write(json.dumps({"id": name, "verb": "fault", "kind": kind, "code": code, "err": err[-600:]}) + "\n")
 
 
-def fault(name, line, tmp_path, monkeypatch, capsys, expect=2, words=()) -> tuple[str, list]:
+def fault(name, line, tmp_path, monkeypatch, capsys, expect=2, words=(), threads=()) -> tuple[str, list]:
     """Run a faulty command in this process; the verdict recorded, then asserted: exactly one `error:` line
     holding `words`, exit code `expect`, no traceback, no partial or temporary file in the store."""
     ctx = Ctx(tmp_path)
@@ -404,7 +418,7 @@ def fault(name, line, tmp_path, monkeypatch, capsys, expect=2, words=()) -> tupl
         code, crash = e.code, ""
     except BaseException as e:  # noqa: BLE001
         code, crash = None, f"\nTraceback (in process): {type(e).__name__}: {e}"
-    err = capsys.readouterr().err + crash
+    err = capsys.readouterr().err + crash + "".join(threads)
     errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     kind = ("traceback" if "Traceback" in err else "silently accepted" if code == 0 else
             "clear" if code == expect and len(errors) == 1 and all(w in errors[0] for w in words) else "unclear")
@@ -433,21 +447,23 @@ def _fail_writes(monkeypatch, errno_, after: int) -> None:
 
 @pytest.mark.parametrize("errno_name, words", [("ENOSPC", ("store=", "full")), ("EDQUOT", ("store=", "full")),
                                                 ("EROFS", ("store=", "Read-only"))])
-def test_store_fails_after_the_first_row(errno_name, words, tmp_path, monkeypatch, capsys, cells):
+def test_store_fails_after_the_first_row(errno_name, words, tmp_path, monkeypatch, capsys, cells, thread_errors):
     """A disk that fills (or a quota, or a store remounted read-only) after one cell: one line, that cell's row
     intact, no partial file."""
     import errno
 
     _fail_writes(monkeypatch, getattr(errno, errno_name), after=1)
-    err, rows = fault(f"store {errno_name} after one row", SWEEP, tmp_path, monkeypatch, capsys, words=words)
+    err, rows = fault(f"store {errno_name} after one row", SWEEP, tmp_path, monkeypatch, capsys, words=words,
+                      threads=thread_errors)
     assert [r["cache"] for r in rows] == ["dynamic"] and rows[0]["status"] == "ok", err
 
 
-def test_store_full_from_the_start(tmp_path, monkeypatch, capsys, cells):
+def test_store_full_from_the_start(tmp_path, monkeypatch, capsys, cells, thread_errors):
     import errno
 
     _fail_writes(monkeypatch, errno.ENOSPC, after=0)
-    err, rows = fault("store full from the start", ["run", *T], tmp_path, monkeypatch, capsys, words=("store=", "full"))
+    err, rows = fault("store full from the start", ["run", *T], tmp_path, monkeypatch, capsys,
+                      words=("store=", "full"), threads=thread_errors)
     assert rows == [] and not list((tmp_path / "store").iterdir()), "a 0-byte or partial run file"
 
 
@@ -465,7 +481,7 @@ def tiny_mount(tmp_path):
     subprocess.run(["umount", "-l", str(d)], capture_output=True)
 
 
-def test_a_really_full_disk(tiny_mount, tmp_path, monkeypatch, capsys, cells):
+def test_a_really_full_disk(tiny_mount, tmp_path, monkeypatch, capsys, cells, thread_errors):
     """A tmpfs filled to the last byte: the cell is measured, its row cannot be written; one line, no 0-byte file."""
     with open(tiny_mount / "filler", "wb") as f:
         try:
@@ -474,29 +490,30 @@ def test_a_really_full_disk(tiny_mount, tmp_path, monkeypatch, capsys, cells):
             pass
     store = tiny_mount / "store"
     line = ["run", *[t for t in T if not t.startswith("store=")], f"store={store}"]
-    fault("tmpfs full", line, tmp_path, monkeypatch, capsys, words=(f"store={store}", "full"))
+    fault("tmpfs full", line, tmp_path, monkeypatch, capsys, words=(f"store={store}", "full"), threads=thread_errors)
     assert [p.name for p in store.iterdir()] == [] if store.exists() else True
 
 
-def test_a_read_only_store(tiny_mount, tmp_path, monkeypatch, capsys, cells):
+def test_a_read_only_store(tiny_mount, tmp_path, monkeypatch, capsys, cells, thread_errors):
     import subprocess
 
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_mount)], check=True)
     line = ["run", *[t for t in T if not t.startswith("store=")], f"store={tiny_mount}/s"]
-    fault("read-only store", line, tmp_path, monkeypatch, capsys, words=(f"store={tiny_mount}/s", "writable"))
+    fault("read-only store", line, tmp_path, monkeypatch, capsys, words=(f"store={tiny_mount}/s", "writable"),
+          threads=thread_errors)
 
 
-def test_report_onto_a_full_disk(tiny_mount, tmp_path, monkeypatch, capsys):
+def test_report_onto_a_full_disk(tiny_mount, tmp_path, monkeypatch, capsys, thread_errors):
     with open(tiny_mount / "filler", "wb") as f:
         try:
             f.write(b"x" * (1 << 20))
         except OSError:
             pass
     fault("report out= on a full disk", ["report", "store={good}", f"out={tiny_mount}/o"], tmp_path, monkeypatch,
-          capsys, words=(f"out={tiny_mount}/o", "full"))
+          capsys, words=(f"out={tiny_mount}/o", "full"), threads=thread_errors)
 
 
-def test_interrupted_sweep_keeps_its_rows(tmp_path, monkeypatch, capsys, cells):
+def test_interrupted_sweep_keeps_its_rows(tmp_path, monkeypatch, capsys, cells, thread_errors):
     """Ctrl-C during the second cell: one line, exit 130, the first cell's row intact."""
     import signal
 
@@ -512,7 +529,8 @@ def test_interrupted_sweep_keeps_its_rows(tmp_path, monkeypatch, capsys, cells):
         return measure(rec, cfg, *a)
 
     monkeypatch.setattr(cell, "_measure", interrupt)
-    err, rows = fault("interrupted", SWEEP, tmp_path, monkeypatch, capsys, expect=130, words=("interrupted",))
+    err, rows = fault("interrupted", SWEEP, tmp_path, monkeypatch, capsys, expect=130, words=("interrupted",),
+                      threads=thread_errors)
     assert [r["cache"] for r in rows] == ["dynamic"], err
 
 
@@ -527,7 +545,7 @@ def _shadow(tmp_path: Path, package: str, body: str) -> Path:
     ("killed while starting", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n", ("SIGKILL",)),
     ("cannot import torch", "raise ImportError('torch is broken on purpose')\n", ("ImportError", "on purpose")),
 ])
-def test_a_worker_that_cannot_start(what, body, words, tmp_path, monkeypatch, capsys):
+def test_a_worker_that_cannot_start(what, body, words, tmp_path, monkeypatch, capsys, thread_errors):
     """The real worker process, whose first import of torch dies (SIGKILL) or fails: every cell still leaves an
     error row saying why, and the command ends in one line."""
     from bench.run import signals
@@ -535,7 +553,8 @@ def test_a_worker_that_cannot_start(what, body, words, tmp_path, monkeypatch, ca
     monkeypatch.delenv("KVBENCH_RUN_ID", raising=False)
     monkeypatch.syspath_prepend(str(_shadow(tmp_path, "torch", body)))  # a spawned worker starts from this sys.path
     try:
-        err, rows = fault(f"worker {what}", SWEEP, tmp_path, monkeypatch, capsys, words=("worker", *words))
+        err, rows = fault(f"worker {what}", SWEEP, tmp_path, monkeypatch, capsys, words=("worker", *words),
+                          threads=thread_errors)
     finally:
         signals.uninstall()
     assert sorted(r["cache"] for r in rows) == ["dynamic", "static"], err

@@ -276,7 +276,7 @@ def _cells(parsed: Parsed, positions: bool) -> list[RunConfig]:
 
     plain = [o.input_line for o in parsed.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
+        first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={sweep_values(o)[0]}"
                  for o in parsed.overrides]
         head = compose("config", overrides=first, return_hydra_config=True)
         sweeping = parsed.multirun or str(head.hydra.mode).endswith("MULTIRUN")

@@ -29,8 +29,8 @@ def check(cfg, given: dict) -> None:
         raise ConfigError(f"attn.name={show(given['attn.name'])}: the attention path is chosen with attn=NAME "
                           f"(e.g. attn={show(given['attn.name'])}), which also brings its settings")
     if "cache._target_" in given:
-        raise ConfigError(f"cache._target_={show(given['cache._target_'])}: the strategy class is chosen with cache=NAME "
-                          "(conf/cache/NAME.yaml names it)")
+        raise ConfigError(f"cache._target_={show(given['cache._target_'])}: the strategy class is chosen with "
+                          "cache=NAME (conf/cache/NAME.yaml names it)")
     if "model.name" in given:
         _check_name(cfg.model, str(given["model.name"]))
 

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as e:
         return fail(str(e))
     except KeyboardInterrupt:
-        fail(f"{verb} interrupted (Ctrl-C)" + ("; the rows of finished cells are in the store" if verb == "run" else ""))
+        kept = "; the rows of finished cells are in the store" if verb == "run" else ""
+        fail(f"{verb} interrupted (Ctrl-C){kept}")
         return 130
     except OSError as e:  # the machine, not the input: a file that cannot be written or read
         where = f" {e.filename}" if e.filename else ""

@@ -161,7 +161,8 @@ def check(argv: list[str]) -> int:
 
     opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
     if pos:
-        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check [store=results]")
+        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check "
+                         "[store=results]")
     existing("store", opts["store"])
     try:
         has_rows(opts["store"])
