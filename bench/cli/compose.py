@@ -9,12 +9,13 @@ once: a value the chosen preset or the command line already set differently is a
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
 from bench import strategies
-from bench.cli import conflicts
+from bench.cli import conflicts, sweeps
 from bench.config.checks import ConfigError, short, unknown_key
 from bench.predict.arch import check_local
 from bench.config.paths import CONF_DIR
@@ -66,13 +67,13 @@ def parse(argv: list[str], multirun: bool = False) -> Parsed:
         try:
             overrides += parser.parse_overrides([a])
         except (HydraException, ValueError) as e:  # ValueError: Python refuses an integer of over 4300 digits
-            raise ConfigError(f"cannot read {short(a.lstrip('+'))} as key=value ({_why(a, e)}); "
+            raise ConfigError(f"cannot read {short(a.lstrip('+'))} as key=value ({sweeps.why(a, e)}); "
                               "quote a value that holds spaces or ( ) [ ] { } , = : characters") from None
     seen: dict[str, str] = {}
     for o in overrides:
         _check_key(o)
         if o.is_sweep_override():
-            sweep_values(o)
+            sweeps.values(o, GROUPS)
         key = o.key_or_group
         if key in seen:
             raise ConfigError(f"{key} is given twice ({seen[key]}, {o.input_line.lstrip('+')}); give it once")
@@ -80,41 +81,8 @@ def parse(argv: list[str], multirun: bool = False) -> Parsed:
     loose = next((k for k in seen if k.startswith("hydra.launcher.")), None)
     if loose and "hydra/launcher" not in seen:
         raise ConfigError(f"{seen[loose]} sets a launcher that is not chosen; add hydra/launcher=NAME "
-                          f"({', '.join(n for n in launchers() if n != 'basic')})")
+                          f"({', '.join(n for n in sweeps.launchers() if n != 'basic')})")
     return Parsed(overrides, multirun)
-
-
-def _why(token: str, e: Exception) -> str:
-    value = token.partition("=")[2]
-    if "=" not in token:
-        return "no ="
-    if value.endswith(",") or value.startswith(",") or ",," in value:
-        return "an empty value in a comma list"
-    lines = [ln.strip() for ln in str(e).splitlines()
-             if ln.strip() and not ln.startswith(("Error parsing override", "See https://")) and ln.strip() != "^"]
-    return short((lines[0] if lines else type(e).__name__).split(" expecting {")[0], 120)
-
-
-def sweep_values(o) -> list[str]:
-    """The values a sweep override lists, as text: each once, at least one (glob() over a group's files)."""
-    from hydra.core.override_parser.types import Glob, IntervalSweep
-
-    key, given = o.key_or_group, o.input_line.lstrip("+")
-    if isinstance(o.value(), IntervalSweep):
-        raise ConfigError(f"{given}: an interval has no values to list (it is for optimizers); sweep a list a,b, "
-                          "range(start,stop) or glob(pattern)")
-    if isinstance(o.value(), Glob):
-        if key not in GROUPS:
-            raise ConfigError(f"{given}: glob() picks among a group's files ({', '.join(GROUPS)}), not values of {key}")
-        values = o.value().filter(sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml")))
-    else:
-        values = [str(v) for v in o.sweep_string_iterator()]
-    if not values:
-        raise ConfigError(f"{given} gives no value to sweep; list at least one")
-    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
-    if twice is not None:
-        raise ConfigError(f"{given} lists {twice} twice; give each value once")
-    return values
 
 
 def _check_key(o) -> None:
@@ -126,7 +94,7 @@ def _check_key(o) -> None:
             raise ConfigError(f"{key} is not a Hydra setting bench run uses (rows go to store=, Hydra writes nothing "
                               "where you run); allowed: hydra/launcher=NAME, hydra.launcher.*, hydra.sweep.dir")
         if key == "hydra/launcher":
-            known = launchers()
+            known = sweeps.launchers()
             if str(o.value()) not in known:
                 raise ConfigError(f"hydra/launcher={o.value()} is not an installed Hydra launcher; choose one of: "
                                   f"{', '.join(known)}")
@@ -135,7 +103,7 @@ def _check_key(o) -> None:
         raise ConfigError(f"~{key}: removing a setting is not supported; set it to another value")
     if key in GROUPS:
         allowed = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
-        values = sweep_values(o) if o.is_sweep_override() else [str(o.value())]
+        values = sweeps.values(o, GROUPS) if o.is_sweep_override() else [str(o.value())]
         for v in values:
             if v not in allowed:
                 raise ConfigError(f"{key}={v} is not a known {key}; choose one of: {', '.join(allowed)}")
@@ -156,15 +124,6 @@ def _check_key(o) -> None:
         raise unknown_key(key, (*TOP, *GROUPS), " of bench run")
     if o.is_add():
         raise ConfigError(f"+{key}: {key} exists already; write {key}=VALUE without the +")
-
-
-def launchers() -> list[str]:
-    """The Hydra launchers installed here (basic, and the plugins': joblib, submitit_local, submitit_slurm)."""
-    from hydra.core.config_store import ConfigStore
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance()  # discovers the plugins, which register their launcher configs
-    return sorted(n.removesuffix(".yaml") for n in ConfigStore.instance().list("hydra/launcher"))
 
 
 def _pinned_by_preset(cache_choice: str) -> dict:
@@ -252,7 +211,7 @@ def jobs(params: list[str], overrides: list) -> list[list[str]]:
     merged: dict[str, list[str]] = {}
     for o in OverridesParser.create().parse_overrides(params) + list(overrides):
         key = o.get_key_element()
-        values = [f"{key}={v}" for v in sweep_values(o)] if o.is_sweep_override() else [o.input_line]
+        values = [f"{key}={v}" for v in sweeps.values(o, GROUPS)] if o.is_sweep_override() else [o.input_line]
         merged.pop(o.key_or_group, None)
         merged[o.key_or_group] = values
     return [list(job) for job in itertools.product(*merged.values())]
@@ -267,6 +226,10 @@ def cells(argv: list[str], multirun: bool = False, positions: bool = True) -> li
         raise
     except Exception as e:  # noqa: BLE001 - Hydra and OmegaConf refuse a composition in many types, all input
         lines = str(e).strip().splitlines() or [repr(e)]
+        missing = re.match(r"Could not override '(hydra\.launcher\.[^']+)'", lines[0])
+        if missing:  # Hydra's advice ('+key=') would only hide the typo
+            chosen = next((o.input_line for o in parsed.overrides if o.key_or_group == "hydra/launcher"), "")
+            raise ConfigError(f"{missing.group(1)} is not a setting of {chosen or 'the basic launcher'}") from None
         hint = next((f" ({ln.strip()})" for ln in lines[1:] if "append" in ln), "")  # Hydra's '+key=' advice
         raise ConfigError(f"cannot compose the overrides: {lines[0]}{hint}") from None
 
@@ -276,7 +239,7 @@ def _cells(parsed: Parsed, positions: bool) -> list[RunConfig]:
 
     plain = [o.input_line for o in parsed.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={sweep_values(o)[0]}"
+        first = [f"{o.get_key_element()}={sweeps.values(o, GROUPS)[0]}" if o.is_sweep_override() else o.input_line
                  for o in parsed.overrides]
         head = compose("config", overrides=first, return_hydra_config=True)
         sweeping = parsed.multirun or str(head.hydra.mode).endswith("MULTIRUN")

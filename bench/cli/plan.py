@@ -111,6 +111,13 @@ def main(argv: list[str]) -> int:
         return _fail(str(e))
     dtype = planned_dtype(cfg.model, config)
     expandable = opts.get("alloc") == "expandable"
+    try:  # a size the meta device cannot even hold (batch=2**62) is input, said before the table starts
+        planner.peak(config, dtype, cfg.cache, cfg.batch, cfg.prompt_len, cfg.new_tokens, cfg.attn.name)
+    except planner.CANNOT_PLAN:
+        pass  # the table says so, row by row
+    except (RuntimeError, OverflowError, MemoryError) as e:
+        return _fail(f"batch={cfg.batch} x {cfg.prompt_len}+{cfg.new_tokens} tokens is too large to plan "
+                     f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})")
     geo = geometry.kv_geometry(config, dtype)
     print(f"{cfg.model.name} on {gpu_name} ({gpu_bytes / GIB:.1f} GiB), {dtype}, attention {cfg.attn.name}: "
           f"architecture only, no weights loaded")

@@ -121,12 +121,28 @@ def cached(hub_id: str) -> bool:
 
 
 def _check_shapes(mc: ModelConfig, config) -> None:
+    """Fields a config accepts but the model cannot be built from (found when it loads, too late otherwise)."""
     text = config.get_text_config(decoder=True)
+
+    def where(attr: str) -> str:
+        return f"model.arch.{attr}" if attr in mc.arch else f"{attr} of model.hub_id={mc.hub_id}"
+
     for attr in SHAPES:
         v = getattr(text, attr, None)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            where = f"model.arch.{attr}" if attr in mc.arch else f"{attr} of model.hub_id={mc.hub_id}"
-            raise ConfigError(f"{where}={v!r} must be a positive integer (model={mc.name})")
+            raise ConfigError(f"{where(attr)}={v!r} must be a positive integer (model={mc.name})")
+    heads, kv = getattr(text, "num_attention_heads", None), getattr(text, "num_key_value_heads", None)
+    if isinstance(heads, int) and isinstance(kv, int) and heads % kv:
+        raise ConfigError(f"{where('num_key_value_heads')}={kv} must divide num_attention_heads={heads} "
+                          f"(model={mc.name}): each key/value head serves a whole group of query heads")
+    rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None)
+    kind = (rope.get("rope_type") or rope.get("type")) if isinstance(rope, dict) else None
+    if kind and kind != "default":
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        if kind not in ROPE_INIT_FUNCTIONS:
+            raise ConfigError(f"rope type {kind!r} of model={mc.name} ({'model.arch' if mc.arch else where('rope')}) "
+                              f"is not one transformers knows; choose one of: default, {', '.join(ROPE_INIT_FUNCTIONS)}")
 
 
 def check_model(mc: ModelConfig):
