@@ -77,7 +77,7 @@ RUN_CASES = [
     (["+batch=2"], ["+batch", "without the +"]),
     (["~batch"], ["~batch", "not supported"]),
     (["-x"], ["-x", "not an option"]),
-    (["batch=[1"], ["cannot read the overrides"]),
+    (["batch=[1"], ["cannot read", "batch=[1"]),
 ]
 
 OTHER_CASES = [

@@ -365,7 +365,8 @@ def test_model_loaded_once_across_cells(make_cfg, fresh_models, monkeypatch):
 # ---- (h) weights=real with no weights anywhere ----
 
 def test_weights_real_without_weights_is_an_error_row(make_cfg, fresh_models):
-    cfg = make_cfg("model=tiny-gpt2", "weights=real")
+    cfg = make_cfg("model=tiny-gpt2")
+    cfg.weights = "real"  # the command line refuses this before any cell (tests/test_edges.py); in process, a row
     r = cell(cfg, "test-run")  # a row, not an exception
     assert r.status == "error"
     assert "WeightsUnavailable" in r.error and "hub_id" in r.error
@@ -680,6 +681,7 @@ def test_no_earlier_call_holds_its_cache_while_the_peak_is_measured(make_cfg, mo
 
     monkeypatch.setattr(Strategy, "timed_call", spy)
     monkeypatch.setattr(memory, "reset_peak", reset)
-    r = cell(make_cfg("model=tiny-llama", "cache=dynamic", "warmup=2", f"repeats={repeats}", "max_repeats=8"))
+    r = cell(make_cfg("model=tiny-llama", "cache=dynamic", "warmup=2", f"repeats={repeats}",
+                      *(["max_repeats=8"] if repeats == "auto" else [])))  # max_repeats is repeats=auto's
     assert r.status == "ok", r.error
     assert alive_at_reset and alive_at_reset == [0] * len(alive_at_reset), alive_at_reset

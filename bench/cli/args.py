@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.config.checks import ConfigError, unknown_key
+from bench.config.checks import ConfigError, short, unknown_key
 
 KEY = re.compile(r"[+~]*[A-Za-z_][\w.\-/]*")  # a key=value token's key (Hydra's: cache.nbits, hydra/launcher, +x)
 
@@ -23,7 +23,8 @@ class UsageError(ConfigError):
 
 def fail(message: str) -> int:
     """Say what is wrong in one line on stderr; the exit code of bad input."""
-    text = " ".join(str(message).split())  # one line, whatever the message held
+    # one line, whatever the message held; a 5000-character value is cut in the middle
+    text = " ".join(short(w, 200) for w in str(message).split())
     print(f"error: {text}", file=sys.stderr)
     return 2
 
@@ -48,7 +49,15 @@ class Parser(argparse.ArgumentParser):
 def is_option(token: str) -> bool:
     """Whether a token is key=value (not a positional such as a store spec results@git_sha=abc or a path)."""
     key, eq, _ = token.partition("=")
-    return bool(eq) and bool(KEY.fullmatch(key)) and "@" not in key and not Path(token).exists()
+    return bool(eq) and bool(KEY.fullmatch(key)) and "@" not in key and not exists(token)
+
+
+def exists(path: str) -> bool:
+    """Path(path).exists(), False for a name the system cannot even look up (too long, a NUL byte)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -102,22 +111,36 @@ def existing(key: str, text: str) -> str:
     """A store to read: a directory or a .jsonl file that exists."""
     if not text:
         raise UsageError(f"{key}= is empty; give the results directory or a .jsonl file")
-    if not Path(text).exists():
+    if not exists(text):
         raise UsageError(f"{key}={text} does not exist; give the results directory or a .jsonl file")
     return text
 
 
-def writable_dir(key: str, text: str) -> Path:
+def writable_file(key: str, text: str) -> Path:
+    """A file to write (its directory made if need be): not a directory, in a directory that can hold files."""
+    p = Path(text)
+    if p.is_dir():
+        raise UsageError(f"{key}={text} is a directory; give a file name")
+    writable_dir(key, str(p.parent), shown=text)
+    return p
+
+
+def written(key: str, value, e: OSError) -> UsageError:
+    """The error of an output that failed half-way (a full disk): what was written is partial."""
+    where = f" {e.filename}" if e.filename else ""
+    return UsageError(f"{key}={value}: cannot write{where} ({e.strerror or e}); what it holds is incomplete")
+
+
+def writable_dir(key: str, text: str, shown: str = "") -> Path:
     """An output directory, made if need be; UsageError naming the key when it cannot hold files."""
     from bench.store import check_writable
 
     if not text:
         raise UsageError(f"{key}= is empty; give a directory")
     p = Path(text)
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"{key}={text} is a file, not a directory")
     try:
         check_writable(p, key)
-    except OSError as e:
-        raise UsageError(str(e)) from None
+    except OSError as e:  # for a file's directory: name the file as given, then its directory
+        where = f"{key}={shown}: its directory {text}" if shown and shown != text else f"{key}={text}"
+        raise UsageError(str(e).replace(f"{key}={text}", where, 1)) from None
     return p

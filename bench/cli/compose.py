@@ -9,12 +9,15 @@ once: a value the chosen preset or the command line already set differently is a
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from omegaconf import OmegaConf
 
 from bench import strategies
-from bench.config.checks import ConfigError, unknown_key
+from bench.cli import conflicts, sweeps
+from bench.config.checks import ConfigError, short, unknown_key
+from bench.predict.arch import check_local
 from bench.config.paths import CONF_DIR
 from bench.config.settings import AttnConfig, ModelConfig, RunConfig, field_names
 
@@ -38,11 +41,16 @@ class Parsed:
 def normalize(argv: list[str]) -> list[str]:
     """`cache.X=v` and `model.X=v` become `++cache.X=v` / `++model.X=v`: a strategy's settings differ by strategy and
     a model's conf file names only the fields it sets, so Hydra must not refuse one the chosen file lacks;
-    `build` then checks the setting against the strategy or ModelConfig and names it if it is wrong."""
+    `build` then checks the setting against the strategy or ModelConfig and names it if it is wrong. A plain value
+    with letters beyond ASCII (store=résultats) is quoted: Hydra's grammar reads those only quoted."""
     out = []
     for a in argv:
         bare = a.lstrip("+")
-        out.append(f"++{bare}" if bare.startswith(("cache.", "model.")) and "=" in bare else a)
+        a = f"++{bare}" if bare.startswith(("cache.", "model.")) and "=" in bare else a
+        key, eq, value = a.partition("=")
+        if eq and not value.isascii() and not any(c in value for c in ",()[]{}'\"$\\"):
+            a = f"{key}='{value}'"
+        out.append(a)
     return out
 
 
@@ -54,38 +62,56 @@ def parse(argv: list[str], multirun: bool = False) -> Parsed:
     for a in argv:
         if a.startswith("-"):
             raise ConfigError(f"{a} is not an option of bench run; pass key=value overrides and -m to sweep")
-    try:
-        overrides = OverridesParser.create().parse_overrides(argv)
-    except HydraException as e:
-        raise ConfigError(f"cannot read the overrides: {str(e).splitlines()[0]}") from None
+    parser, overrides = OverridesParser.create(), []
+    for a in argv:
+        try:
+            overrides += parser.parse_overrides([a])
+        except (HydraException, ValueError) as e:  # ValueError: Python refuses an integer of over 4300 digits
+            raise ConfigError(f"cannot read {short(a.lstrip('+'))} as key=value ({sweeps.why(a, e)}); "
+                              "quote a value that holds spaces or ( ) [ ] { } , = : characters") from None
     seen: dict[str, str] = {}
     for o in overrides:
         _check_key(o)
+        if o.is_sweep_override():
+            sweeps.values(o, GROUPS)
         key = o.key_or_group
         if key in seen:
             raise ConfigError(f"{key} is given twice ({seen[key]}, {o.input_line.lstrip('+')}); give it once")
         seen[key] = o.input_line.lstrip("+")
+    loose = next((k for k in seen if k.startswith("hydra.launcher.")), None)
+    if loose and "hydra/launcher" not in seen:
+        raise ConfigError(f"{seen[loose]} sets a launcher that is not chosen; add hydra/launcher=NAME "
+                          f"({', '.join(n for n in sweeps.launchers() if n != 'basic')})")
     return Parsed(overrides, multirun)
 
 
 def _check_key(o) -> None:
     key = o.key_or_group
+    if not key:
+        raise ConfigError(f"{short(o.input_line)}: the key is empty; write key=value (e.g. batch=8)")
     if key.startswith("hydra") or o.is_hydra_override():
         if not key.startswith(HYDRA_KEYS):
             raise ConfigError(f"{key} is not a Hydra setting bench run uses (rows go to store=, Hydra writes nothing "
                               "where you run); allowed: hydra/launcher=NAME, hydra.launcher.*, hydra.sweep.dir")
+        if key == "hydra/launcher":
+            known = sweeps.launchers()
+            if str(o.value()) not in known:
+                raise ConfigError(f"hydra/launcher={o.value()} is not an installed Hydra launcher; choose one of: "
+                                  f"{', '.join(known)}")
         return
     if o.is_delete():
         raise ConfigError(f"~{key}: removing a setting is not supported; set it to another value")
     if key in GROUPS:
         allowed = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [str(o.value())]
+        values = sweeps.values(o, GROUPS) if o.is_sweep_override() else [str(o.value())]
         for v in values:
             if v not in allowed:
                 raise ConfigError(f"{key}={v} is not a known {key}; choose one of: {', '.join(allowed)}")
     elif "." in key:
         group, _, rest = key.partition(".")
         known = {"model": field_names(ModelConfig), "attn": field_names(AttnConfig)}.get(group)
+        if group == "cache" and "." in rest:
+            raise ConfigError(f"{key} is not a setting: a cache setting is one name (e.g. cache.nbits=4)")
         if group == "cache" or (group == "model" and rest.startswith("arch.")):
             return  # a strategy's settings depend on the chosen cache: checked by build(); arch is free-form
         if known is None:
@@ -114,8 +140,8 @@ def _pinned_by_preset(cache_choice: str) -> dict:
 def _apply_shortcuts(d: dict, given: dict, cache_choice: str, sweeping: bool) -> set:
     """Move each given top-level spelling into its group; returns the spellings this cell used."""
     used = set()
-    for short, (group, key) in SHORTCUTS.items():
-        value = d.pop(short, None)
+    for spelling, (group, key) in SHORTCUTS.items():
+        value = d.pop(spelling, None)
         if value is None:
             continue
         section = d[group]
@@ -125,16 +151,16 @@ def _apply_shortcuts(d: dict, given: dict, cache_choice: str, sweeping: bool) ->
             if sweeping:
                 continue  # a sweep over caches: the spelling applies to the strategies that have it
             owner = f"cache={cache_choice}" if group == "cache" else f"{group}={section.get('name')}"
-            raise ConfigError(f"{short}={value} does not apply to {owner}, which has no {key} setting")
+            raise ConfigError(f"{spelling}={value} does not apply to {owner}, which has no {key} setting")
         preset = _pinned_by_preset(cache_choice) if group == "cache" else {}
         full = f"{group}.{key}"
         if full in given and given[full] != value:
-            raise ConfigError(f"{short}={value} contradicts {full}={given[full]}; give one of them")
+            raise ConfigError(f"{spelling}={value} contradicts {full}={given[full]}; give one of them")
         if key in preset and preset[key] != value:
-            raise ConfigError(f"{short}={value} contradicts cache={cache_choice}, which sets {key}={preset[key]}; "
-                              f"choose another cache preset (e.g. cache=quantized {short}={value})")
+            raise ConfigError(f"{spelling}={value} contradicts cache={cache_choice}, which sets {key}={preset[key]}; "
+                              f"choose another cache preset (e.g. cache=quantized {spelling}={value})")
         section[key] = value
-        used.add(short)
+        used.add(spelling)
     return used
 
 
@@ -162,6 +188,8 @@ def build(d: dict, task_overrides: list[str], cache_choice: str, sweeping: bool,
     cache = strategies.build(d.pop("cache"), cache_choice)
     cfg = RunConfig(model=model, cache=cache, attn=attn, **d)
     cache.check_cell(cfg)
+    conflicts.check(cfg, given)
+    check_local(cfg.model, cfg.weights)
     if positions:  # the positions limit, where the model's conf file gives its shapes
         cfg.check_positions(model.arch.get("max_position_embeddings") or model.arch.get("n_positions"))
     return cfg, used
@@ -183,7 +211,7 @@ def jobs(params: list[str], overrides: list) -> list[list[str]]:
     merged: dict[str, list[str]] = {}
     for o in OverridesParser.create().parse_overrides(params) + list(overrides):
         key = o.get_key_element()
-        values = [f"{key}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override() else [o.input_line]
+        values = [f"{key}={v}" for v in sweeps.values(o, GROUPS)] if o.is_sweep_override() else [o.input_line]
         merged.pop(o.key_or_group, None)
         merged[o.key_or_group] = values
     return [list(job) for job in itertools.product(*merged.values())]
@@ -198,6 +226,10 @@ def cells(argv: list[str], multirun: bool = False, positions: bool = True) -> li
         raise
     except Exception as e:  # noqa: BLE001 - Hydra and OmegaConf refuse a composition in many types, all input
         lines = str(e).strip().splitlines() or [repr(e)]
+        missing = re.match(r"Could not override '(hydra\.launcher\.[^']+)'", lines[0])
+        if missing:  # Hydra's advice ('+key=') would only hide the typo
+            chosen = next((o.input_line for o in parsed.overrides if o.key_or_group == "hydra/launcher"), "")
+            raise ConfigError(f"{missing.group(1)} is not a setting of {chosen or 'the basic launcher'}") from None
         hint = next((f" ({ln.strip()})" for ln in lines[1:] if "append" in ln), "")  # Hydra's '+key=' advice
         raise ConfigError(f"cannot compose the overrides: {lines[0]}{hint}") from None
 
@@ -207,7 +239,7 @@ def _cells(parsed: Parsed, positions: bool) -> list[RunConfig]:
 
     plain = [o.input_line for o in parsed.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
+        first = [f"{o.get_key_element()}={sweeps.values(o, GROUPS)[0]}" if o.is_sweep_override() else o.input_line
                  for o in parsed.overrides]
         head = compose("config", overrides=first, return_hydra_config=True)
         sweeping = parsed.multirun or str(head.hydra.mode).endswith("MULTIRUN")

@@ -6,7 +6,9 @@ stderr and exit code 2 (bench.cli.args), before anything loads.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 
 from bench.cli.args import Parser, UsageError, fail
 from bench.config.checks import ConfigError
@@ -54,10 +56,37 @@ def main(argv: list[str] | None = None) -> int:
         cut = rest.index("--")
         rest, tail = rest[:cut], rest[cut + 1:]
     try:
-        ns = verbs[verb].parse_intermixed_args(rest)
-        return dispatch(verb, ns, tail)
+        with one_line_warnings():
+            ns = verbs[verb].parse_intermixed_args(rest)
+            return dispatch(verb, ns, tail)
     except (UsageError, ConfigError) as e:
         return fail(str(e))
+    except KeyboardInterrupt:
+        kept = "; the rows of finished cells are in the store" if verb == "run" else ""
+        fail(f"{verb} interrupted (Ctrl-C){kept}")
+        return 130
+    except OSError as e:  # the machine, not the input: a file that cannot be written or read
+        where = f" {e.filename}" if e.filename else ""
+        return fail(f"{verb}: cannot write or read{where} ({e.strerror or e})")
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """kvbench's own warnings (a store line that is not a row, skipped) as `warning: ...`, one line each, once."""
+    seen: set[str] = set()
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not (issubclass(category, UserWarning) and category.__module__.startswith("bench.")):
+            return previous(message, category, filename, lineno, file, line)
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def dispatch(verb: str, ns, tail: list[str]) -> int:

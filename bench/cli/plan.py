@@ -116,6 +116,8 @@ def main(argv: list[str]) -> int:
             gpu_name, gpu_bytes = formula.parse_gpu(opts["gpu"])
         except ValueError as e:
             raise ConfigError(f"gpu={opts['gpu']}: {e}") from None
+        if gpu_bytes <= 0:
+            raise ConfigError(f"gpu={opts['gpu']} holds no memory; give a GPU name or a size in GiB above 0")
         if opts.get("alloc", "default") not in ("default", "expandable"):
             raise ConfigError(f"alloc={opts['alloc']} is not allowed; choose one of: default, expandable")
         host_mem = None  # this machine's, unless host= names the one the cells will run on
@@ -160,6 +162,13 @@ def main(argv: list[str]) -> int:
         return _fail(str(e))
     dtype = planned_dtype(cfg.model, config)
     expandable = opts.get("alloc") == "expandable"
+    try:  # a size the meta device cannot even hold (batch=2**62) is input, said before the table starts
+        planner.peak(config, dtype, cfg.cache, cfg.batch, cfg.prompt_len, cfg.new_tokens, cfg.attn.name)
+    except planner.CANNOT_PLAN:
+        pass  # the table says so, row by row
+    except (RuntimeError, OverflowError, MemoryError) as e:
+        return _fail(f"batch={cfg.batch} x {cfg.prompt_len}+{cfg.new_tokens} tokens is too large to plan "
+                     f"({(str(e).strip().splitlines() or [type(e).__name__])[0]})")
     geo = geometry.kv_geometry(config, dtype)
     print(f"{cfg.model.name} on {gpu_name} ({gpu_bytes / GIB:.1f} GiB), {dtype}, attention {cfg.attn.name}: "
           f"architecture only, no weights loaded")
@@ -199,15 +208,39 @@ def main(argv: list[str]) -> int:
 
 def check_dir(spec: str) -> None:
     """A model given as a path must be a directory holding config.json (a hub id is tried as such)."""
-    from bench.predict.arch import looks_local
+    from bench.config.settings import ModelConfig
+    from bench.predict.arch import check_local, looks_local
 
-    if looks_local(spec) and not Path(spec).expanduser().is_dir():
+    if not spec:
+        raise ConfigError("model= is empty; give a conf/model name, a hub id or a local directory")
+    if looks_local(spec) and not Path(spec).expanduser().exists():
         raise ConfigError(f"model={spec}: no such directory, and not a shipped model (conf/model) or a hub id ORG/NAME")
+    check_local(ModelConfig(name=Path(spec).name or spec, hub_id=spec), "random", key="model")
+
+
+def check(argv: list[str]) -> int:
+    """`plan check [store=results]`: its option checked here, the work bench.predict.check's."""
+    from bench.cli.args import Option, UsageError, existing, options
+    from bench.cli.report import has_rows
+    from bench.predict import check as plancheck
+    from bench.store import StoreError
+
+    opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
+    if pos:
+        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check "
+                         "[store=results]")
+    existing("store", opts["store"])
+    try:
+        has_rows(opts["store"])
+        return plancheck.main([f"store={opts['store']}"])
+    except StoreError as e:
+        raise UsageError(str(e)) from None
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    from bench.cli.args import fail
+
+    return fail(message)
 
 
 if __name__ == "__main__":

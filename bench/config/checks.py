@@ -6,7 +6,10 @@ records a value the user did not type.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Iterable
+
+INT_MAX = 2**63 - 1  # the largest integer torch (and a tensor's size) takes
 
 
 class ConfigError(ValueError):
@@ -16,22 +19,26 @@ class ConfigError(ValueError):
 def one_of(name: str, value, allowed: Iterable, context: str = "") -> None:
     allowed = tuple(allowed)
     if not any(value == a and type(value) is type(a) for a in allowed):  # 4.0 or True is not 4
-        raise ConfigError(f"{name}={_show(value)} is not allowed{context}; choose one of: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"{name}={show(value)} is not allowed{context}; choose one of: {', '.join(map(str, allowed))}")
 
 
-def integer(name: str, value, minimum: int | None = None) -> None:
-    """An int (not a bool, not a float), at least `minimum`."""
+def integer(name: str, value, minimum: int | None = None, maximum: int = INT_MAX) -> None:
+    """An int (not a bool, not a float), at least `minimum`, at most `maximum`."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name}={_show(value)} must be an integer" + (f" >= {minimum}" if minimum is not None else ""))
+        raise ConfigError(f"{name}={show(value)} must be an integer" + (f" >= {minimum}" if minimum is not None else ""))
     if minimum is not None and value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{name}={value} must be {what}")
+    if value > maximum:
+        raise ConfigError(f"{name}={show(value)} is too large; at most {maximum}")
 
 
 def number(name: str, value, low: float | None = None, high: float | None = None, open_low: bool = True) -> None:
-    """A real number (int or float, not a bool) in (low, high] (or [low, high] with open_low=False)."""
+    """A finite real number (int or float, not a bool) in (low, high] (or [low, high] with open_low=False)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ConfigError(f"{name}={_show(value)} must be a number")
+        raise ConfigError(f"{name}={show(value)} must be a number")
+    if not math.isfinite(value):  # 1e309 reads as inf: no setting means "forever"
+        raise ConfigError(f"{name}={value} must be a finite number")
     too_low = low is not None and (value <= low if open_low else value < low)
     if too_low or (high is not None and value > high):
         lo = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
@@ -41,12 +48,12 @@ def number(name: str, value, low: float | None = None, high: float | None = None
 
 def boolean(name: str, value) -> None:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name}={_show(value)} must be true or false")
+        raise ConfigError(f"{name}={show(value)} must be true or false")
 
 
 def text(name: str, value, allow_empty: bool = False) -> None:
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
-        raise ConfigError(f"{name}={_show(value)} must be a non-empty string")
+        raise ConfigError(f"{name}={show(value)} must be a non-empty string")
 
 
 def unknown_key(name: str, known: Iterable[str], where: str = "") -> ConfigError:
@@ -59,9 +66,28 @@ def unknown_key(name: str, known: Iterable[str], where: str = "") -> ConfigError
     return ConfigError(f"{name} is not a setting{where}{hint} (known: {', '.join(known)})")
 
 
-def _show(value) -> str:
+def show(value) -> str:
+    """A value as the user would write it: text that reads as a number, bool or null is quoted (it was given as
+    text, e.g. precision='0.01'), a long one is cut."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    return str(value) if not isinstance(value, str) or value else "''"
+    if isinstance(value, str) and (not value or not value.isprintable() or _reads_as_scalar(value)):
+        return repr(value)
+    return short(str(value))
+
+
+def _reads_as_scalar(text: str) -> bool:
+    if text.lower() in ("true", "false", "null", "nan", "inf", "-inf"):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def short(text: str, limit: int = 80) -> str:
+    """`text`, cut in the middle past `limit` characters (an error line stays readable)."""
+    return text if len(text) <= limit else f"{text[:limit - 25]}...{text[-15:]} ({len(text)} characters)"

@@ -106,6 +106,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         checks.one_of("weights", self.weights, WEIGHTS)
+        if self.weights == "real" and not (self.model.hub_id or self.model.gguf):
+            raise ConfigError(f"weights=real but model={self.model.name} names no weights to load (no hub_id or gguf, "
+                              "only its shapes); use weights=auto or random, or give model.hub_id=DIR_OR_HUB_ID")
         for k in ("batch", "prompt_len", "new_tokens"):
             checks.integer(k, getattr(self, k), 1)
         if self.new_tokens < 2:
@@ -138,6 +141,8 @@ class RunConfig:
         checks.one_of("device", self.device, DEVICES)
         if self.device_map is not None:
             checks.one_of("device_map", self.device_map, ("auto",))
+            if self.device == "cpu":
+                raise ConfigError("device_map=auto spreads a model over GPUs; it contradicts device=cpu; drop one of them")
         checks.one_of("compile", self.compile, COMPILE)
         checks.one_of("compile_mode", self.compile_mode, COMPILE_MODES)
         if self.compile == "off" and self.compile_mode != "auto":
@@ -145,6 +150,8 @@ class RunConfig:
         checks.integer("seed", self.seed, 0)
         checks.text("store", self.store)
         checks.one_of("quality", self.quality, QUALITY)
+        if self.quality == "on" and self.weights == "random":
+            raise ConfigError("quality=on needs real weights, but weights=random has none to score; drop one of them")
         for k in ("resume", "isolate", "fit_check"):
             checks.boolean(k, getattr(self, k))
         if self.cell_timeout_s is not None:

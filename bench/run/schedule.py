@@ -78,6 +78,7 @@ class Schedule:
         self.done_steps = 0
         self.answers: list[str] = []
         self.refused: Optional[Refused] = None
+        self.failure: Optional[Exception] = None  # what ended a slot's thread (a full store): the sweep stops
 
     # ---- rounds ----
     def run(self) -> list[dict]:
@@ -136,6 +137,8 @@ class Schedule:
             t.join()
         if self.refused is not None:
             raise self.refused
+        if self.failure is not None:  # e.g. the store filled up: raised here, in the sweep's own thread
+            raise self.failure
         self._settle()
         self._write_all()
 
@@ -145,7 +148,7 @@ class Schedule:
             worker, self.started = self.started, None  # the pre-flight worker is a fresh process: round 1 uses it
         try:
             for c in cells:
-                if signals.terminated():
+                if signals.terminated() or self.failure is not None:
                     return
                 self.progress(f"round {r}: {describe(c.cfg)}", 0)
                 row, seconds = self._one(worker, c, r)
@@ -158,6 +161,9 @@ class Schedule:
                         return
                     self.done_steps += 1
                     self.progress(f"round {r}: {describe(c.cfg)}: {c.row.get('status') if c.row else 'skipped'}", 1)
+        except Exception as e:  # noqa: BLE001 - a slot thread's error would be lost to its traceback
+            with self.lock:
+                self.failure = self.failure or e
         finally:
             if worker is not None:
                 worker.stop(graceful=True)

@@ -18,11 +18,28 @@ from bench.store.runfile import SUFFIX
 from bench.store.schema import COLUMNS, SCHEMA_VERSION, STATUSES, problems
 
 REQUIRED = ("run_id", "model", "cache", "status")  # without these a line identifies no cell
+SHOWN = 10  # lines of one file reported one by one; past that, one warning counts the rest
+
+
+class StoreWarning(UserWarning):
+    """A line or file of the store that is not a row, skipped: the command line shows it as `warning: ...`."""
 
 
 def files(store: str | os.PathLike) -> list[Path]:
+    """The run files of a store (a directory named *.jsonl among them is reported when read, never opened)."""
     d = Path(store)
     return sorted(p for p in d.glob(f"*{SUFFIX}") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def _lines(p: Path) -> list[str]:
+    if p.is_dir():
+        warnings.warn(f"skipping {p.name}: a directory, not a run file", StoreWarning, stacklevel=3)
+        return []
+    try:
+        return p.read_text(errors="replace").splitlines()
+    except OSError as e:
+        warnings.warn(f"skipping {p.name}: cannot read it ({e.strerror or e})", StoreWarning, stacklevel=3)
+        return []
 
 
 def _problem(row) -> str:
@@ -58,22 +75,28 @@ def read_rows(paths: Iterable[Path]) -> list[dict]:
     """Rows from store files, upgraded; a line that is not a row is reported and skipped."""
     rows = []
     for p in paths:
-        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+        skipped = 0
+        for n, line in enumerate(_lines(Path(p)), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except ValueError as e:
-                warnings.warn(f"skipping {p.name}:{n}: {e}", stacklevel=2)
-                continue
-            why = _problem(row)
-            if not why:
-                row = upgrade(row)
-                why = "; ".join(problems(row))
+                row, why = None, str(e)
+            else:
+                why = _problem(row)
+                if not why:
+                    row = upgrade(row)
+                    why = "; ".join(problems(row))
             if why:
-                warnings.warn(f"skipping {p.name}:{n}: {why}", stacklevel=2)
+                skipped += 1
+                if skipped <= SHOWN:
+                    warnings.warn(f"skipping {p.name}:{n}: {why}", StoreWarning, stacklevel=2)
                 continue
             rows.append(row)
+        if skipped > SHOWN:
+            warnings.warn(f"skipping {skipped - SHOWN} more lines of {p.name} that are not rows", StoreWarning,
+                          stacklevel=2)
     return rows
 
 

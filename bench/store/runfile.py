@@ -24,8 +24,16 @@ os.umask(_UMASK)
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class StoreFull(OSError):
-    """The store cannot take more bytes: the rows written before are intact."""
+class StoreWriteError(OSError):
+    """The store cannot take this row (read-only, gone, no permission): the rows written before are intact."""
+
+    def __init__(self, errno_: int | None, message: str):
+        super().__init__(message)  # str(e) is the message alone, without "[Errno N]"
+        self.errno = errno_
+
+
+class StoreFull(StoreWriteError):
+    """The store cannot take more bytes (a full disk or quota): the rows written before are intact."""
 
 
 class BadRow(ValueError):
@@ -86,10 +94,11 @@ class RunFile:
             else:
                 os.replace(tmp, self.path)
         except OSError as e:
+            kept = f"; the rows written before are intact in {self.path}" if self.path else "; no row was written"
+            lost = f"the row of {rows[-1].get('model')} cache={rows[-1].get('cache')} could not be written"
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreFull(e.errno, f"store={self.dir} is full ({e.strerror}); the rows written before are "
-                                         f"intact{f' in {self.path}' if self.path else ''}") from None
-            raise
+                raise StoreFull(e.errno, f"store={self.dir} is full ({e.strerror}): {lost}{kept}") from None
+            raise StoreWriteError(e.errno, f"store={self.dir} cannot be written ({e.strerror or e}): {lost}{kept}") from None
         finally:
             Path(tmp).unlink(missing_ok=True)
 
@@ -110,7 +119,11 @@ class RunFile:
                 except FileExistsError:
                     n += 1
                     continue
-                os.replace(tmp, path)
+                try:
+                    os.replace(tmp, path)
+                except OSError:
+                    path.unlink(missing_ok=True)  # never leave the empty claim behind
+                    raise
                 return path
 
 
@@ -127,10 +140,14 @@ def check_writable(store: str | os.PathLike, key: str = "store") -> None:
     """Raise OSError with a clear message (naming `key`) if files could not be written to the directory."""
     d = Path(store)
     try:
+        if d.exists() and not d.is_dir():
+            raise OSError(f"{key}={store} is a file, not a directory")
         d.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-probe-")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
+        if e.errno is None:  # ours: already says why
+            raise
         raise OSError(f"{key}={store} is not writable ({e.strerror or e}); give a writable directory") from None
 
