@@ -61,15 +61,21 @@ def _line(label, config, dtype, cfg, gpu_bytes, expandable, notes: list, host_me
 
 def check(argv: list[str]) -> int:
     """`plan check [store=results]`: the planner against each GPU cell's newest ok or out-of-memory row."""
-    from bench.cli.args import Option, existing, options
+    from bench.cli.args import Option, UsageError, existing, options
+    from bench.cli.report import has_rows
     from bench.predict.check import table
     from bench.report import selection
-    from bench.store import load
+    from bench.store import StoreError, load
 
     opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
     if pos:
-        raise ConfigError(f"{pos[0]!r} is not an option of plan check; usage: python -m bench plan check [store=results]")
-    df = load(existing("store", opts["store"]))
+        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check "
+                         "[store=results]")
+    try:
+        has_rows(existing("store", opts["store"]))
+        df = load(opts["store"])
+    except StoreError as e:
+        raise UsageError(str(e)) from None
     df = df[(df["device"] == "cuda") & df["status"].isin(["ok", "oom"])]
     df = df[~df["error"].fillna("").str.startswith("not run:")].reset_index(drop=True)  # refusals prove nothing
     shown = selection.pick(selection.prepare(df)).shown
@@ -216,25 +222,6 @@ def check_dir(spec: str) -> None:
     if looks_local(spec) and not Path(spec).expanduser().exists():
         raise ConfigError(f"model={spec}: no such directory, and not a shipped model (conf/model) or a hub id ORG/NAME")
     check_local(ModelConfig(name=Path(spec).name or spec, hub_id=spec), "random", key="model")
-
-
-def check(argv: list[str]) -> int:
-    """`plan check [store=results]`: its option checked here, the work bench.predict.check's."""
-    from bench.cli.args import Option, UsageError, existing, options
-    from bench.cli.report import has_rows
-    from bench.predict import check as plancheck
-    from bench.store import StoreError
-
-    opts, pos = options(argv, {"store": Option("results", check=existing)}, "plan check")
-    if pos:
-        raise UsageError(f"plan check takes only store=, not {pos[0]!r}; usage: python -m bench plan check "
-                         "[store=results]")
-    existing("store", opts["store"])
-    try:
-        has_rows(opts["store"])
-        return plancheck.main([f"store={opts['store']}"])
-    except StoreError as e:
-        raise UsageError(str(e)) from None
 
 
 def _fail(message: str) -> int:
