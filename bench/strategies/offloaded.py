@@ -51,6 +51,20 @@ class Offloaded(Strategy):
 
         return DynamicCache(config=model.config, offloading=True)
 
+    def teardown(self, model) -> None:
+        """Give the pinned host blocks back: torch's caching host allocator keeps every block the offloaded copies
+        took and reuses it only for a request of the same power-of-two size, so a worker that moves on to a larger
+        batch would hold both (the H200 probe returned all 18 GiB of its 2-layer blocks this way)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        # torch 2.11 has no public call for it yet; later releases name it torch.accelerator.empty_host_cache
+        empty = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None) or getattr(
+            torch._C, "_host_emptyCache", None)
+        if empty is not None:
+            empty()
+
 
 PENDING_BLOCKS = 2  # per size: a layer's K and V freed by its prefetch, their copy still in flight when the next
                     # layer's offload asks for blocks of that size (reused once their events complete)

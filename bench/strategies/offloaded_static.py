@@ -17,6 +17,7 @@ class OffloadedStatic(Offloaded):
 
     def teardown(self, model) -> None:
         Static.teardown(self, model)
+        Offloaded.teardown(self, model)
 
     def predicted_bytes(self, geometry, prompt_len: int, new_tokens: int, batch: int) -> float:
         return Static.predicted_bytes(self, geometry, prompt_len, new_tokens, batch)
