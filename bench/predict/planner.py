@@ -31,6 +31,8 @@ CALL_STEPS = 1  # decode steps simulated after the prefill: the stranded segment
 # The simulated allocator under-counts what a pressed card strands: on the H200 (torch 2.11), Llama-2-7B shapes at
 # 1024 + 16 with the dynamic cache ran at batch 133 and ran out at 136 (results/boundary-dynamic-*), which the
 # simulation's fragmentation under pressure brackets only when scaled by 1.51 to 1.60 (it said 154 unscaled).
+# Measured for a cache that grows by copying; a preallocated one (static, paged) kept the unscaled simulation's
+# calls right (static ran at 96 and ran out at 160, paged ran at 96), so it is not scaled.
 PRESSED_UNDERCOUNT = 1.55
 WORKSPACE_BYTES = 32 << 20  # cuBLAS's workspace on Hopper (PyTorch's default :4096:8), which PyTorch does allocate,
                             # one per CUDA stream matmuls run on (Strategy.matmul_streams)
@@ -121,7 +123,7 @@ def _peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens:
     return Peak(formula.weight_bytes(config, dtype), kv_end, prefill + workspaces, decode + workspaces, top + frag,
                 buffers=strategy.buffer_bytes(geo, attn, prompt_len, new_tokens, batch),
                 host=strategy.predicted_host_bytes(geo, prompt_len, new_tokens, batch),
-                least=top + pressed * PRESSED_UNDERCOUNT)
+                least=top + pressed * (1.0 if strategy.preallocated else PRESSED_UNDERCOUNT))
 
 
 def largest_batch(need: Callable[[int], float], capacity: float, limit: int = 1 << 16) -> int:

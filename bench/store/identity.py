@@ -1,7 +1,7 @@
 """One cell identity: the conditions a measurement ran under, as they finally ran.
 
 A cell is model, weights and dtype as loaded, device, GPU model, batch, lengths, the strategy with its
-settings, attention, SDPA backend, compile and seed. Environment columns (library versions, host, git sha)
+settings, attention, SDPA backend, compile (and its mode where one was chosen) and seed. Environment columns (library versions, host, git sha)
 describe a row and never identify a cell. The runner stores `cell_id` once the model has loaded; resume,
 report and compare all recompute the same key from a row's columns with `cell_key`, so rows written before
 this module existed match rows written after it. No torch, no pandas: the analysis side imports this too.
@@ -45,6 +45,9 @@ def cell_key(row, without: tuple[str, ...] = ()) -> tuple[tuple[str, str], ...]:
     """The identity as sorted (name, text) pairs. `without` drops conditions a caller deliberately
     compares across (compare drops 'gpu' to set one GPU against another)."""
     names = [k for k in BASE_KEYS if k not in without] + [k for k in setting_keys(row) if k not in without]
+    # a chosen torch.compile mode makes another cell; transformers' own (empty or "auto") keeps older rows' ids
+    if text(row.get("compile_mode")) not in ("", "auto") and "compile_mode" not in without:
+        names.append("compile_mode")
     return tuple(sorted((k, text(row.get(k))) for k in names))
 
 

@@ -48,7 +48,7 @@ class Record:
     attn: str = ""                        # attention implementation requested
     sdpa_backend: str = ""                # SDPA backend requested: auto, flash, efficient, cudnn, math ('' when attn != sdpa)
     compile: str = ""                     # compile switch requested: auto (transformers' default), off
-    compile_mode: str = ""                # torch.compile mode with compile=auto: default (transformers'), or a mode
+    compile_mode: str = ""                # torch.compile mode with compile=auto: auto (transformers'), or a mode
     batch: int = 0
     prompt_len: int = 0                   # prompt tokens per sequence
     new_tokens: int = 0                   # generated tokens per sequence (forced: min == max)
@@ -60,13 +60,13 @@ class Record:
     precision_target: Optional[float] = None  # repeats=auto: the target relative half-width of the median's 95% interval
     precision: Optional[float] = None     # relative half-width of the 95% interval of the e2e median as a rerun sees it
     precision_basis: str = ""             # what that interval rests on: rounds in separate processes, or one round + prior
-    precision_within: Optional[float] = None  # the same half-width from the calls of one process alone (pooled rounds)
+    precision_within: Optional[float] = None  # the widest of the rounds' own half-widths (calls of one process)
     round_sd_rel: Optional[float] = None  # spread of one round's median between worker processes (relative sd, moderated)
     run_sd_rel: Optional[float] = None    # the run's pooled spread of round medians (the prior of every cell's)
     run_sd_df: Optional[float] = None     # the degrees of freedom of that prior (fitted to the cells' spreads)
     stop_reason: str = ""                 # why the repeats of the last round stopped: precision, budget, max_repeats, fixed
     rounds: int = 0                       # worker processes that timed this cell (one round each, interleaved with others)
-    rounds_stop: str = ""                 # why no more rounds: planned, behind (the leader), decided, budget, not ok
+    rounds_stop: str = ""                 # why no more rounds: planned, behind (the leader), decided, budget, not ok, round failed
     race: str = ""                        # the cell's place in its question: leader, contender, behind; '' outside a race
     round_e2e_ms: Optional[list] = None   # median e2e of each round, in order
     round_tpot_ms: Optional[list] = None  # median tpot of each round, in order

@@ -24,6 +24,7 @@ class Strategy:
     description: ClassVar[str] = ""     # one line for the README and report
     profiled: ClassVar[bool] = True     # its steps run in the calling thread, where the SDPA profiler sees them
     matmul_streams: ClassVar[int] = 1   # CUDA streams its forwards run matmuls on (each holds a cuBLAS workspace)
+    preallocated: ClassVar[bool] = False  # its cache is allocated once, before the call: nothing grows by copying
 
     def __post_init__(self) -> None:
         self.check()

@@ -10,6 +10,7 @@ from bench.strategies.static import Static
 @dataclass
 class OffloadedStatic(Offloaded):
     name = "offloaded_static"
+    preallocated = True
     description = "StaticCache(offloading=True): preallocated, layers in host memory between uses"
 
     def unavailable_reason(self, model, device: str):

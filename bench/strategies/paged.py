@@ -32,6 +32,7 @@ class Paged(Strategy):
     block_size: int = 256  # tokens per block: transformers' default; flash-attn's paged kernel needs a multiple of 256
 
     name = "paged"
+    preallocated = True
     description = "PagedAttention block pool through continuous batching (generate_batch)"
     profiled = False  # continuous batching steps in a thread of its own
     matmul_streams = 2  # its forwards run on a compute stream of its own, beside the default stream's workspace

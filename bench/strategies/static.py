@@ -9,6 +9,7 @@ from bench.strategies.base import Strategy
 @dataclass
 class Static(Strategy):
     name = "static"
+    preallocated = True
     description = "StaticCache: preallocated to prompt_len + new_tokens; generate() compiles it on a GPU"
 
     def unavailable_reason(self, model, device: str):

@@ -18,6 +18,7 @@ class StaticBudget(Strategy):
     max_cache_len: int = 4096   # tokens preallocated per sequence, whatever the call uses
 
     name = "static_budget"
+    preallocated = True
     description = "StaticCache preallocated to max_cache_len tokens (a serving budget), passed to generate()"
 
     def check(self) -> None:
