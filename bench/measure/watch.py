@@ -112,7 +112,12 @@ _CUDAGRAPH_RECORDS = [0]
 
 
 def count_cudagraph_records() -> None:
-    """Count every CUDA graph inductor records (a storm re-records one per new shape); call once per process."""
+    """Count every CUDA graph inductor records (a storm re-records one per new shape); call once per process.
+    Only where CUDA is: importing inductor costs a CPU worker seconds, and no graph is recorded without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
     try:
         from torch._inductor import cudagraph_trees as trees
     except ImportError:
@@ -131,6 +136,10 @@ def count_cudagraph_records() -> None:
 
 def compile_counts() -> dict:
     """Graphs dynamo compiled and CUDA graphs recorded so far in this process."""
+    import sys
+
+    if "torch._dynamo" not in sys.modules:  # nothing compiled, and no import of dynamo (seconds) to say so
+        return {"graphs": 0, "cudagraphs": _CUDAGRAPH_RECORDS[0]}
     from torch._dynamo.utils import counters
 
     return {"graphs": int(counters["stats"]["unique_graphs"]), "cudagraphs": _CUDAGRAPH_RECORDS[0]}

@@ -35,6 +35,7 @@ import torch
 
 from bench.config.dtypes import torch_dtype
 from bench.measure.cachebytes import cache_layers, layer_tensors, shaped_bytes, stored_bytes
+from bench.predict import memo
 from bench.predict.metarun import GenerateLoop, MetaKernels, meta_context, meta_model
 from bench.predict.tracker import Tracker, layer_peaks
 
@@ -235,8 +236,12 @@ def kv_geometry(config, dtype: str | torch.dtype = "float16") -> Geometry:
     """Cache geometry of `config`'s causal LM in `dtype`, measured from its code (cached per config + dtype)."""
     dtype = torch_dtype(dtype)
     key = (config.to_json_string(), str(dtype))
-    if key in _GEOMETRIES:
-        return _GEOMETRIES[key]
+    if key not in _GEOMETRIES:
+        _GEOMETRIES[key] = memo.remembered("geometry", repr(key), lambda: _measure(config, dtype))
+    return _GEOMETRIES[key]
+
+
+def _measure(config, dtype: torch.dtype) -> Geometry:
     model = meta_model(config, dtype)
     text = model.config.get_text_config(decoder=True)
     L = probe_length(text)
@@ -256,8 +261,7 @@ def kv_geometry(config, dtype: str | torch.dtype = "float16") -> Geometry:
     fitted = tuple(_solve(i, type(layer).__name__, [s[i] for s in short], [s[i] for s in long], L, _kv_shape(layer),
                           [short_peaks[1][i], long_peaks[1][i], long_peaks[2][i]])
                    for i, layer in enumerate(layers))
-    _GEOMETRIES[key] = Geometry(text.model_type, dtype, fitted, config, L)
-    return _GEOMETRIES[key]
+    return Geometry(text.model_type, dtype, fitted, config, L)
 
 
 def _static_layers(geo: Geometry) -> list[tuple[int, int, int, int | None]]:

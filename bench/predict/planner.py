@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from bench.predict import activations, geometry, formula
+from bench.predict import activations, geometry, formula, memo
 
 # what the planner raises for a cache the architecture refuses (or a quantizer it cannot find): no plan, no crash
 CANNOT_PLAN = (ValueError, ImportError, NotImplementedError)
@@ -87,7 +87,8 @@ def peak(config, dtype: str, strategy, batch: int, prompt_len: int, new_tokens: 
     attn = "sdpa" if attn not in ("eager", "flash_attention_2") else attn
     key = (config.to_json_string(), str(dtype), repr(strategy), batch, prompt_len, new_tokens, attn)
     if key not in _PEAKS:
-        _PEAKS[key] = _peak(config, dtype, strategy, batch, prompt_len, new_tokens, attn)
+        _PEAKS[key] = memo.remembered("peak", repr(key), lambda: _peak(config, dtype, strategy, batch, prompt_len,
+                                                                         new_tokens, attn))
     return _PEAKS[key]
 
 

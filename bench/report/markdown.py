@@ -13,7 +13,7 @@ import matplotlib
 
 from bench.store import load
 from bench.report import answers, fig_capacity, fig_memory, fig_pairs, fig_quality, fig_setup, fig_steps, fig_tradeoff
-from bench.report import front, pages, selection
+from bench.report import front, kept, pages, selection
 from bench.report.fmt import RC, md, setup_slug, setup_title
 
 GLOSSARY = [
@@ -83,17 +83,18 @@ def write(store="results", out="plots") -> list[Path]:
             matplotlib.rcdefaults()  # inside the context: restored on exit
             matplotlib.rcParams.update(RC)
             fams = {}
+            keep = kept.Kept(out)
             for f, rows in fig_capacity.families(picked.shown):
                 path = out / f"throughput_{fig_capacity.family_slug(f)}.png"
-                written.append(fig_capacity.throughput(rows, f, path).path)
+                written += keep.figures(path.name, f, rows, lambda: [fig_capacity.throughput(rows, f, path).path])
                 fams[tuple(f[c] for c in fig_capacity.FAMILY)] = path
             for s, rows in setups:
-                figs = draw_setup(s, rows, out)
+                figs = keep.figures(setup_slug(s), s, rows, lambda: draw_setup(s, rows, out))
                 fam = fams.get(tuple(s[c] for c in fig_capacity.FAMILY))
                 written += figs + [pages.setup_page(s, rows, every, figs, fam, out)]
             kv = fig_pairs.cache_vs_none_section(fig_pairs.pairs(picked.shown), out, "../")
             arch = fig_pairs.architecture_section(picked.shown, out, "../")
-        written += kv.paths + arch.paths
+        written += kv.paths + arch.paths + [keep.save()]
         written.append(pages.index(groups, out))
         written.append(pages.not_ok_page(picked.not_ok, out))
         top, refs, more = front.answers_section(groups, every, pages.PAGES)

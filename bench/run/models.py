@@ -6,17 +6,20 @@ import hashlib
 import importlib.util
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
+import transformers
 
+from bench.config import paths
 from bench.config.settings import ModelConfig
 from bench.predict.arch import arch_config, hub_reachable, planned_dtype
 
 log = logging.getLogger("bench")
-CACHE_DIR = Path(os.environ.get("KVBENCH_CACHE", Path.home() / ".cache" / "kvbench"))
+CACHE_DIR = paths.CACHE_DIR
 
 
 class WeightsUnavailable(RuntimeError):
@@ -131,9 +134,15 @@ def load(mc: ModelConfig, device: str, weights: str = "auto", seed: int = 0,
             reason = str(e)
     config = arch_config(mc)
     dtype = planned_dtype(mc, config)
-    torch.manual_seed(seed)
-    with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
-        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+    kept = _random_dir(config, dtype, seed) if device == "cpu" else None
+    if kept is not None and (kept / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(kept, dtype=getattr(torch, dtype))
+    else:
+        torch.manual_seed(seed)
+        with torch.device(device):  # initialise on the target device: a 7B model never touches host RAM
+            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
+        if kept is not None:
+            _keep(model, kept)
     # each cell's line and row say RANDOM WEIGHTS; why the real ones could not load goes to the debug log
     log.debug("model %s: random weights (%s)", mc.name, reason or "weights=random")
     return Loaded(model.eval(), "architecture config (random weights)", "random", dtype)
@@ -143,3 +152,28 @@ def prompt_ids(vocab_size: int, batch: int, prompt_len: int, seed: int = 0) -> t
     """Token ids of exactly prompt_len from a fixed seed: comparable across runs and strategies."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, vocab_size, (batch, prompt_len), generator=g)
+
+
+RANDOM_KEEP_BYTES = 4 << 30  # random CPU weights up to this size are kept on disk: each round's fresh worker reloads
+
+
+def _random_dir(config, dtype: str, seed: int) -> Optional[Path]:
+    """Where the seeded random weights of this architecture are kept (CPU only: initialising gpt2 costs a fresh
+    worker 5-10 s, reloading them under one); None for a model too large to keep."""
+    from bench.predict import formula
+
+    if formula.weight_bytes(config, dtype) > RANDOM_KEEP_BYTES:
+        return None
+    key = f"{config.to_json_string()}:{dtype}:{seed}:{transformers.__version__}:{torch.__version__}"
+    return CACHE_DIR / f"random-{config.model_type}-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def _keep(model, path: Path) -> None:
+    """Save the weights for the next worker, atomically (two workers may race to keep the same ones)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        model.save_pretrained(tmp)
+        os.rename(tmp, path)
+    except OSError as e:
+        log.debug("random weights not kept in %s: %s", path, e)
+        shutil.rmtree(tmp, ignore_errors=True)
