@@ -42,8 +42,12 @@ GEOMETRY_COLUMNS = ("kv_heads", "head_dim_k", "head_dim_v", "kv_layers", "window
 _loaded: dict = {}
 
 
+def _model_key(cfg, device: str) -> tuple:
+    return json.dumps(asdict(cfg.model), sort_keys=True), device, cfg.weights, cfg.seed, cfg.device_map
+
+
 def get_model(cfg, device: str) -> models.Loaded:
-    key = (json.dumps(asdict(cfg.model), sort_keys=True), device, cfg.weights, cfg.seed, cfg.device_map)
+    key = _model_key(cfg, device)
     if key not in _loaded:
         _loaded.clear()
         gc.collect()
@@ -133,7 +137,10 @@ def _start(cfg, run_id: str) -> Record:
 def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     """The planner's verdict, then the model; the row gets the conditions as they will run."""
     check_model(cfg.model)  # input: a causal LM whose shapes build, checked before loading (ConfigError)
-    refusal = predict.preflight(cfg, rec.device) if cfg.fit_check else None  # the one question asked of predict
+    held = _loaded.get(_model_key(cfg, rec.device))
+    # no plan for a cell that cannot run here with the model this worker holds: _measure says why
+    runs = held is None or _unavailable(cfg, held.model, rec.device) is None
+    refusal = predict.preflight(cfg, rec.device) if cfg.fit_check and runs else None  # the one question asked
     if refusal:
         rec.status, rec.error = "oom", f"not run: the planner predicts it cannot fit: {refusal} (fit_check=false runs it anyway)"
         rec.dtype = planner.load_dtype(cfg)
@@ -141,6 +148,11 @@ def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     loaded = get_model(cfg, rec.device)
     rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
     return loaded
+
+
+def _unavailable(cfg, model, device: str) -> Optional[str]:
+    """Why this cell's strategy or attention path cannot run here with this model (None: it can)."""
+    return cfg.cache.unavailable_reason(model, device) or attention.unavailable_reason(cfg.attn, model, device)
 
 
 def compile_kwargs(cfg) -> dict:
@@ -165,7 +177,7 @@ def _measure(rec: Record, cfg, loaded: models.Loaded, on_timing: Callable[[], No
     for k in GEOMETRY_COLUMNS:
         setattr(rec, k, geo_cols.get(k))
     cfg.check_positions(max_positions(model.config))
-    reason = strategy.unavailable_reason(model, device) or attention.unavailable_reason(cfg.attn, model, device)
+    reason = _unavailable(cfg, model, device)
     if reason is None:
         try:
             rec.attn_used = attention.set_attention(model, strategy.attention(cfg.attn.name))
