@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 TIMES = ("ttft_ms", "tpot_ms", "e2e_ms", "cold_e2e_ms", "ttft_samples_ms", "tpot_samples_ms", "e2e_samples_ms",
-         "step_ms", "ttft_p10_ms", "ttft_p90_ms", "tpot_p10_ms", "tpot_p90_ms", "e2e_p10_ms", "e2e_p90_ms")
+         "step_ms", "round_e2e_ms", "round_tpot_ms", "ttft_p10_ms", "ttft_p90_ms", "tpot_p10_ms", "tpot_p90_ms",
+         "e2e_p10_ms", "e2e_p90_ms")
 RATES = ("decode_tok_s", "e2e_tok_s")
 
 

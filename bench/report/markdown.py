@@ -25,7 +25,7 @@ GLOSSARY = [
     "- **×r (margin)**: runner-up's median ÷ winner's, judged by `bench.report.verdict.judge` (interval, noise "
     "floor, disturbed sides) on the timing the question ranks by.",
     "- **decode tok/s** (`decode_tok_s`): batch × 1000 ÷ decode ms/token, all sequences together.",
-    "- **TTFT ms** (`ttft_ms`): from the call to the first new token: the prefill plus one step.",
+    "- **TTFT ms** (`ttft_ms`): from the call to the first new token: setup and the prefill, which produces it.",
     "- **e2e** (`e2e_ms`): the whole `generate()` call; whole-call tok/s (`e2e_tok_s`) = batch × new tokens ÷ e2e.",
     "- **memory (GPU)**: `peak_mem_mib` (CUDA peak allocated during the timed calls) + `kv_host_mib` (KV an "
     "offloaded cache keeps in host memory).",

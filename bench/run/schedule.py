@@ -5,7 +5,8 @@ Without budget_s every cell gets `rounds` rounds. With it, the first round cover
 (the cells of one setup: which is fastest per call), cells clearly behind the leader stop and keep their interval,
 and the contenders get more rounds until the question is decided at the stated confidence or the budget would be
 overrun by the next round. Rows are written after every round (a crash loses at most the round in flight); a cell
-that is not ok, or is behind, is final at once; every cell gets one console line when its answer is final.
+that is not ok is final at once, one behind once the run's spread gives it the interval it keeps;
+every cell gets one console line when its answer is final.
 Rounds alternate their order (forward, backward) so that no cell always runs first in a fresh process.
 """
 from __future__ import annotations
@@ -119,8 +120,7 @@ class Schedule:
         out = []
         for c in ok:
             if self.places.get(c.index) == racing.BEHIND:
-                c.row["rounds_stop"] = "behind"
-                self._final(c)
+                c.row["rounds_stop"] = "behind"  # its line waits for the run's spread: the interval it will keep
             elif c.row.get("rounds", 0) < self.plan.rounds or not self._decided(c):
                 out.append(c)
         return out

@@ -87,7 +87,7 @@ class Record:
     disturbed_why: str = ""               # which signs: spread, tpot vs median step, host speed moved
     remeasured: int = 0                   # times the cell was measured again because it looked disturbed
     # --- timings: medians over the timed calls, and every call's raw figure ---
-    ttft_ms: Optional[float] = None       # generate() start -> first new token (prefill + 1 step)
+    ttft_ms: Optional[float] = None       # generate() start -> first new token (setup and the prefill)
     tpot_ms: Optional[float] = None       # (e2e - ttft) / (new_tokens - 1): time per decode step
     e2e_ms: Optional[float] = None        # whole generate() call, device synchronised
     ttft_samples_ms: Optional[list] = None  # each timed call's ttft, in order (rounds in sample_round)
