@@ -260,3 +260,34 @@ def test_the_committed_store_answers_every_gpu_on_one_screen(tmp_path):
         assert f"### {g}" in text
     assert not more and len(top) <= 50 and len(text) < 7000, (len(top), len(text))
     assert ", , batch" not in text
+
+
+def test_figures_are_kept_where_their_rows_are_unchanged_and_redrawn_where_not(tmp_path):
+    """report/kept.py: a second report over a store that gained one setup draws that setup's figures only; the
+    kept files are the ones a fresh draw gives (byte-identical), and a changed row redraws its setup."""
+    s = store(tmp_path / "s", gpu_rows())
+    out = tmp_path / "o"
+    assert report_cli.report([f"store={s}", f"out={out}"]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert first and json.loads((out / ".figures.json").read_text())
+    (s / "more.jsonl").write_text(json.dumps(row("dynamic", batch=2, e2e=60.0, **H200)) + "\n")
+    assert report_cli.report([f"store={s}", f"out={out}"]) == 0
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    redrawn = {n for n in first if now.get(n) != first[n]}
+    new = set(now) - set(first)
+    assert new and all("_b2_" in n for n in new if n.startswith("latency_")), new
+    assert not {n for n in redrawn if n.startswith(("latency_", "memory_", "tradeoff_"))}, redrawn
+    fresh = tmp_path / "fresh"
+    assert report_cli.report([f"store={s}", f"out={fresh}"]) == 0
+    for p in out.glob("*.png"):
+        assert (fresh / p.name).read_bytes() == p.read_bytes(), p.name
+    # a changed row of the batch-1 setup redraws its figures (and only those of its setup)
+    rows = [json.loads(x) for x in next(s.glob("*.jsonl")).read_text().splitlines() if x.strip()]
+    before = {n: t for n, t in now.items()}
+    edited = [dict(r, e2e_ms=r["e2e_ms"] * 1.5) if r["cache"] == "static" and r["batch"] == 1 else r for r in rows]
+    next(s.glob("*.jsonl")).write_text("".join(json.dumps(r) + "\n" for r in edited))
+    assert report_cli.report([f"store={s}", f"out={out}"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    changed = {n for n in after if after[n] != before.get(n)}
+    assert any(n.startswith("latency_") and "_b1_" in n for n in changed), changed
+    assert not any(n.startswith("latency_") and "_b8_" in n for n in changed), changed

@@ -2,6 +2,7 @@
 
 The questions other stages ask (each imports torch only when called):
   preflight(cfg, device)   -> the reason a cell cannot fit (device or host memory), or None     (bench.predict.fit)
+  load_dtype(cfg)          -> the dtype the cell's model will be built in                         (bench.predict.fit)
   columns(config, dtype)   -> the row's geometry columns: kv_heads, head dims, window, ...       (bench.predict.row_columns)
   split_plan(...)          -> memory per GPU of a model split over several with accelerate      (bench.predict.split)
 """
@@ -14,6 +15,12 @@ def preflight(cfg, device: str) -> Optional[str]:
     from bench.predict.fit import preflight as ask
 
     return ask(cfg, device)
+
+
+def load_dtype(cfg) -> str:
+    from bench.predict.fit import load_dtype as dtype_of
+
+    return dtype_of(cfg)
 
 
 def columns(config, dtype) -> dict:

@@ -162,16 +162,3 @@ def predicted_peak(cfg, config, dtype: str, device: str) -> Optional[float]:
         return peak(config, dtype, cfg.cache, cfg.batch, cfg.prompt_len, cfg.new_tokens, cfg.attn.name).allocated
     except Exception:  # noqa: BLE001 - a prediction we cannot make is no prediction, not a failed cell
         return None
-
-
-def load_dtype(cfg) -> str:
-    from bench.predict.fit import load_dtype as dtype_of
-
-    return dtype_of(cfg)
-
-
-def refusal(cfg, device: str) -> Optional[str]:
-    """Why the planner predicts this cell cannot fit on `device`, or None (bench.predict.preflight's answer)."""
-    from bench.predict.fit import preflight
-
-    return preflight(cfg, device)

@@ -9,6 +9,8 @@ that line. x is log2: batches double.
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import matplotlib
@@ -109,7 +111,7 @@ def throughput(rows: pd.DataFrame, s: dict, path: Path) -> Drawn:
         axes[1].set_ylim(0, cap[1] * 1.12)
     ax = axes[-1]
     ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [fmt.text(int(b)) if float(b).is_integer() else fmt.sig(b) for b in batches])
+    ax.set_xticks(batches, tick_labels(batches))
     ax.minorticks_off()
     ax.set_xlim(batches[0] / 1.4, batches[-1] * 1.4)
     ax.set_xlabel("batch (sequences per call)")
@@ -135,3 +137,21 @@ def peaks(ax, g: pd.DataFrame, c, lab: str, data: dict) -> None:
         data["peaks"].append({"label": lab, "batch": b, "peak_gib": v, "kind": "measured"})
     for b, v in pred:
         data["peaks"].append({"label": lab, "batch": b, "peak_gib": v, "kind": "predicted"})
+
+
+def tick_labels(batches, apart: float = 0.09) -> list[str]:
+    """A label per batch, left out where it would overlap the last one labelled (log-2 axis: batches closer than
+    `apart` in log10, e.g. a bisected boundary at 127, 133, 136, 140); the largest batch is always labelled."""
+    out, last = [], None
+    for i, b in enumerate(batches):
+        text = fmt.text(int(b)) if float(b).is_integer() else fmt.sig(b)
+        keep = last is None or math.log10(b / last) >= apart
+        if i == len(batches) - 1 and not keep and out:  # the largest wins over its neighbour
+            out[-1], keep = "", True
+            for j in range(len(out) - 1, -1, -1):
+                if out[j]:
+                    keep = math.log10(b / batches[j]) >= apart
+                    break
+        out.append(text if keep else "")
+        last = b if keep else last
+    return out

@@ -24,8 +24,9 @@ from bench.report import facts, fmt, selection
 VARY = {"cuda_alloc_conf": "PYTORCH_CUDA_ALLOC_CONF", "torch": "torch", "transformers": "transformers"}
 EMPTY_IS_A_VALUE = ("cuda_alloc_conf",)
 HATCH = "////"
-TIMING_NOTE = ("whiskers: the interval each value names (CI: 95% CI of the median, >= 6 calls; min–max of 2–5 "
-               "calls; p10–p90 of an old row); hatched = disturbed (the calls disagreed with themselves)")
+TIMING_NOTE = ("whiskers: the interval each value names over its calls (CI: 95% CI of the median, >= 6 calls; "
+               "min–max of 2–5 calls; p10–p90 of an old row); rerun ±: the e2e interval a rerun in other processes "
+               "sees (rows timed in rounds); hatched = disturbed (the calls disagreed with themselves)")
 KIND = {"ci": "CI", "minmax": "min–max", "p10p90": "p10–p90", "none": "no interval"}
 
 
@@ -209,7 +210,11 @@ def latency(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
     floor = np.where(ok, col(rows, "bandwidth_floor_ms"), np.nan)
     below = [bool(o) and facts.below_floor(r) for o, (_, r) in zip(ok, rows.iterrows())]
     kind = lambda m: [f"  {KIND[sp.kind]}, n={sp.n}" if sp else "" for sp in spreads[m]]  # noqa: E731
-    panels = (("ttft_ms", iv["ttft_ms"], "time to first token, TTFT (ms)", "tab:blue", kind("ttft_ms")),
+    # rows measured in rounds also say the interval a rerun in other processes sees (their e2e `precision`)
+    rerun = [f"; rerun ±{r['precision']:.0%}" if o and _rounds(r) and isinstance(r.get("precision"), float)
+             and math.isfinite(r["precision"]) else "" for o, (_, r) in zip(ok, rows.iterrows())]
+    panels = (("ttft_ms", iv["ttft_ms"], "time to first token, TTFT (ms)", "tab:blue",
+               [k + x for k, x in zip(kind("ttft_ms"), rerun)]),
               ("tpot_ms", iv["tpot_ms"], "time per output token, TPOT (ms)", "tab:orange",
                [k + ("  BELOW FLOOR" if b else "") for k, b in zip(kind("tpot_ms"), below)]),
               ("decode_tok_s", tok_iv, "decode throughput (tokens/s, all sequences)", "tab:green", None))
@@ -238,6 +243,14 @@ def latency(rows: pd.DataFrame, title_text: str, path: Path) -> Drawn:
         legend(fig, axes, ncols=1)
     fit(fig, not_ok(rows, ok, axes, y, data))
     return Drawn(fmt.save(fig, path), data)
+
+
+def _rounds(r) -> bool:
+    """Whether a row was timed in rounds in separate processes (schema 3), so its precision is a rerun's."""
+    try:
+        return int(r.get("rounds") or 0) >= 1 and bool(r.get("precision_basis"))
+    except (TypeError, ValueError):
+        return False
 
 
 def legend(fig, axes, ncols: int) -> None:

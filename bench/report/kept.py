@@ -31,7 +31,7 @@ def key(what, rows) -> str:
     """What a group of figures is drawn from: its description, its rows (every column, in order), the code."""
     h = hashlib.sha1(_code_key().encode())
     h.update(json.dumps(what, sort_keys=True, default=str).encode())
-    h.update(rows.to_json(orient="split", default_handler=str).encode())
+    h.update(rows.reset_index(drop=True).to_json(orient="split", default_handler=str).encode())
     return h.hexdigest()
 
 

@@ -36,7 +36,9 @@ GLOSSARY = [
     "tensors; predicted (`kv_theory_mib`) from the architecture's own code on the meta device.",
     "- **Δppl** (`ppl_delta`): perplexity through the cache minus the dynamic cache's (real weights only).",
     "- **interval of a median**: a 95% CI from ≥ 6 calls; min–max of 2–5 calls; p10–p90 of an old row that kept "
-    "no raw samples; none for one call. Each says which it is.",
+    "no raw samples; none for one call. Each says which it is. A row timed in rounds also says its **rerun ±** "
+    "(`precision`): the 95% interval of its e2e median that a rerun in other processes sees, from the spread of its "
+    "round medians.",
     "- **cold ×**: the first warm-up call over a steady call (compile, plan building, allocator growth).",
     "- **⚠ disturbed**: the calls disagreed with themselves even after re-measuring (spread, stalls, host speed "
     "moved); shown, never ranked.",

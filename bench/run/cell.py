@@ -143,7 +143,7 @@ def _prepare(rec: Record, cfg) -> Optional[models.Loaded]:
     refusal = predict.preflight(cfg, rec.device) if cfg.fit_check and runs else None  # the one question asked
     if refusal:
         rec.status, rec.error = "oom", f"not run: the planner predicts it cannot fit: {refusal} (fit_check=false runs it anyway)"
-        rec.dtype = planner.load_dtype(cfg)
+        rec.dtype = predict.load_dtype(cfg)
         return None
     loaded = get_model(cfg, rec.device)
     rec.model_source, rec.weights, rec.dtype = loaded.source, loaded.weights, loaded.dtype
