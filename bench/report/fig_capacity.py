@@ -119,7 +119,7 @@ def throughput(rows: pd.DataFrame, s: dict, path: Path) -> Drawn:
     if cap:
         handles += [matplotlib.lines.Line2D([], [], color="0.3", ls="-", marker="o", label="measured peak"),
                     matplotlib.lines.Line2D([], [], color="0.3", ls="--", marker="o", mfc="white",
-                                            label="planner's predicted peak")]
+                                            label="planner's predicted peak, as its run recorded it")]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     return Drawn(fmt.save(fig, path), data)
 
