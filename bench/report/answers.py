@@ -224,12 +224,12 @@ def quality(setups: list, every: Optional[pd.DataFrame] = None) -> Optional[Answ
     if a.runner is not None:
         a.runner_said = f"Δppl {num(a.runner['ppl_delta']):+.3f}, {kv(a.runner)}"
         a.margin_said = f"{num(a.runner['ppl_delta']) - num(w['ppl_delta']):+.3f} ppl (one fixed text: no interval)"
+    agree = lambda r: ("" if math.isnan(num(r.get("agreement")))  # noqa: E731 - each row's own, beside it
+                       else f", greedy agreement {num(r.get('agreement')):.0%}")
+    a.said += agree(w)
     worst = order[-1]
     if len(order) > 2:
-        a.caveats.append(f"worst: {worst['label']} Δppl {num(worst['ppl_delta']):+.3g}, {kv(worst)}")
-    agree = num(w.get("agreement"))
-    if not math.isnan(agree):
-        a.caveats.append(f"greedy agreement {agree:.0%}")
+        a.caveats.append(f"worst: {worst['label']} Δppl {num(worst['ppl_delta']):+.3g}, {kv(worst)}{agree(worst)}")
     return a
 
 

@@ -235,7 +235,7 @@ def verdict_text(p) -> str:
     m = margins.judge(p["row_kv"], p["row_nokv"], "e2e_ms")
     v = m.v
     if v.ratio is None:
-        return margins.WORDS[v.label]
+        return margins.word(v)
     return f"{v.ratio:.2f}×{margins.interval_text(v)}: no cache {v.label}"
 
 

@@ -23,6 +23,15 @@ WORDS = {verdicts.SLOWER: "beyond noise", verdicts.FASTER: "beyond noise, the ot
          verdicts.NO_INTERVAL: "no verdict (one call)", verdicts.NO_DATA: "no verdict (no samples)"}
 
 
+def word(v: verdicts.Verdict) -> str:
+    """The verdict in words; a pair set aside only because the host ran at another speed says so, as neither of
+    its rows is disturbed."""
+    reasons = [r for r in v.note.split("; ") if r.startswith(("base: ", "head: "))]
+    if v.label == verdicts.DISTURBED and reasons and all("host speed differed" in r for r in reasons):
+        return "no verdict (the host's speed differed between the two rows' runs)"
+    return WORDS.get(v.label, v.label)
+
+
 @dataclass(frozen=True)
 class Margin:
     """judge's verdict on (winner, runner-up) for `metric`: ratio = runner-up / winner."""
@@ -53,17 +62,17 @@ class Margin:
         noise', '×1.16 [1.15–1.19, n=3+3] beyond noise' (too few calls for a 95% CI), 'no verdict (disturbed)'."""
         v = self.v
         if v.ratio is None:
-            return WORDS[v.label]
-        return f"×{v.ratio:.2f}{interval_text(v)} {WORDS.get(v.label, v.label)}"
+            return word(v)
+        return f"×{v.ratio:.2f}{interval_text(v)} {word(v)}"
 
     def text(self) -> str:
         """'×1.75 [1.71–1.79], 95% bootstrap CI: beyond noise (floor ±5.0%, uncalibrated)'."""
         v = self.v
         if v.ratio is None:
-            return WORDS[v.label]
+            return word(v)
         iv = self.interval()
         floor = "" if on_rounds(v) else f" (floor ±{v.floor:.1%}{'' if self.calibrated else ', uncalibrated'})"
-        said = WORDS.get(v.label, v.label) + (floor if v.label in (verdicts.SLOWER, verdicts.NOISE,
+        said = word(v) + (floor if v.label in (verdicts.SLOWER, verdicts.NOISE,
                                                                     verdicts.FASTER) else "")
         return f"×{v.ratio:.2f}" + (f" {iv}" if iv else "") + f": {said}"
 
