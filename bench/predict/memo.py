@@ -7,36 +7,29 @@ change to any file of the bench package makes new keys. A failed plan is never k
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
-from pathlib import Path
 from typing import Callable, TypeVar
 
-from bench.config.paths import CACHE_DIR
+from bench.config import paths
 
 T = TypeVar("T")
-_CODE: list[str] = []
 
 
+@functools.lru_cache(maxsize=1)
 def _code_key() -> str:
     """The bench package's source, torch's and transformers' versions: what a plan was computed with."""
-    if not _CODE:
-        import torch
-        import transformers
+    import torch
+    import transformers
 
-        h = hashlib.sha1(f"{torch.__version__}:{transformers.__version__}".encode())
-        root = Path(__file__).resolve().parent.parent
-        for f in sorted(root.rglob("*.py")):
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-        _CODE.append(h.hexdigest())
-    return _CODE[0]
+    return f"{torch.__version__}:{transformers.__version__}:{paths.source_hash('bench/**/*.py')}"
 
 
 def remembered(kind: str, key: str, make: Callable[[], T]) -> T:
     """`make()`'s value for `key`, from disk when an earlier process computed it with the same code."""
-    path = CACHE_DIR / "plans" / f"{kind}-{hashlib.sha1((_code_key() + key).encode()).hexdigest()[:20]}.pkl"
+    path = paths.CACHE_DIR / "plans" / f"{kind}-{hashlib.sha1((_code_key() + key).encode()).hexdigest()[:20]}.pkl"
     try:
         return pickle.loads(path.read_bytes())
     except Exception:  # noqa: BLE001 - absent, or unreadable: compute it again

@@ -140,18 +140,12 @@ def peaks(ax, g: pd.DataFrame, c, lab: str, data: dict) -> None:
 
 
 def tick_labels(batches, apart: float = 0.09) -> list[str]:
-    """A label per batch, left out where it would overlap the last one labelled (log-2 axis: batches closer than
-    `apart` in log10, e.g. a bisected boundary at 127, 133, 136, 140); the largest batch is always labelled."""
-    out, last = [], None
-    for i, b in enumerate(batches):
-        text = fmt.text(int(b)) if float(b).is_integer() else fmt.sig(b)
-        keep = last is None or math.log10(b / last) >= apart
-        if i == len(batches) - 1 and not keep and out:  # the largest wins over its neighbour
-            out[-1], keep = "", True
-            for j in range(len(out) - 1, -1, -1):
-                if out[j]:
-                    keep = math.log10(b / batches[j]) >= apart
-                    break
-        out.append(text if keep else "")
-        last = b if keep else last
+    """A label per batch (ascending), left out where it would overlap a neighbour on the log axis (closer than
+    `apart` in log10, e.g. a bisected boundary at 127, 133, 136, 140); kept from the largest down, so the
+    largest batch is always labelled."""
+    out, kept = [""] * len(batches), None
+    for i in range(len(batches) - 1, -1, -1):
+        b = batches[i]
+        if kept is None or math.log10(kept / b) >= apart:
+            out[i], kept = fmt.text(int(b)) if float(b).is_integer() else fmt.sig(b), b
     return out

@@ -5,6 +5,7 @@ the 32 setups of the committed store took ~70 s of `make bench` on the 2-core CP
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -12,19 +13,15 @@ from typing import Callable, Optional
 
 import matplotlib
 
+from bench.config import paths
+
 MANIFEST = ".figures.json"
-_CODE: list[str] = []
 
 
+@functools.lru_cache(maxsize=1)
 def _code_key() -> str:
-    if not _CODE:
-        h = hashlib.sha1(matplotlib.__version__.encode())
-        root = Path(__file__).resolve().parent.parent
-        for f in sorted([*root.joinpath("report").glob("*.py"), *root.joinpath("store").glob("*.py")]):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-        _CODE.append(h.hexdigest())
-    return _CODE[0]
+    """What draws a figure: the report's and the store's code, and matplotlib."""
+    return f"{matplotlib.__version__}:{paths.source_hash('bench/report/*.py', 'bench/store/*.py')}"
 
 
 def key(what, rows) -> str:

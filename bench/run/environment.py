@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata as md
 import os
 import platform
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from bench.config import paths
 from bench.config.paths import ROOT
 
 
@@ -37,11 +37,7 @@ def _git_sha() -> str:
 def _code_hash() -> str:
     """Hash of the package and its configs as they are on disk: names the code that ran even where the
     git metadata is missing or stale (a copied tree)."""
-    root = ROOT
-    h = hashlib.sha1()
-    for p in sorted([*root.joinpath("bench").rglob("*.py"), *root.joinpath("conf").rglob("*.yaml")]):
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    return paths.source_hash("bench/**/*.py", "conf/**/*.yaml")[:12]
 
 
 def _cpu() -> str:
